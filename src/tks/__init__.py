@@ -1,0 +1,33 @@
+"""tks: train spiking neural networks with Temporal Knowledge Sharing (Dong, Zhao, Zeng 2023, arXiv:2304.06540).
+
+Every model maps time-major input ``[T, B, ...]`` to per-step logits ``[T, B, K]``; the losses in ``tks.losses``
+and the metrics in ``tks.metrics`` take those logits.
+"""
+
+from tks import data, losses, metrics, models, snn
+from tks.config import Config, load_config
+from tks.experiment import evaluate_checkpoint, train
+from tks.losses import TKSLoss, linear_ramp, mean_ce, tet_loss, tks_loss
+from tks.models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "TKSLoss",
+    "__version__",
+    "create_model",
+    "data",
+    "evaluate_checkpoint",
+    "linear_ramp",
+    "list_models",
+    "load_config",
+    "losses",
+    "mean_ce",
+    "metrics",
+    "models",
+    "snn",
+    "tet_loss",
+    "tks_loss",
+    "train",
+]

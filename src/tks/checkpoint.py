@@ -1,0 +1,56 @@
+"""Checkpoints: written atomically, read with ``weights_only=True``, failing with a clear message."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tks.errors import TKSError
+
+
+class CheckpointError(TKSError):
+    """A checkpoint that is missing, truncated or not ours."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to ``path`` so that a crash never leaves a partial file behind.
+
+    The data goes to a temporary file in the same folder, is flushed to disk, then renamed over ``path`` (an atomic
+    replace on POSIX and Windows): readers see the old checkpoint or the new one, never a mix.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint`` (tensors and plain Python values only).
+
+    Raises:
+        CheckpointError: when the file is missing, corrupt, or holds something other than a checkpoint dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {reason}") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path} is not a tks checkpoint (expected a dict with 'model' and 'config')")
+    return payload

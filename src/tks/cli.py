@@ -1,0 +1,112 @@
+"""The ``tks`` command: each verb parses its arguments, calls one library function and prints the result.
+
+Errors caused by the user (a missing file, an unknown name, an invalid value) are printed as one line and exit
+with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tks.errors import TKSError
+
+
+def format_results(results: dict[int, dict[str, Any]]) -> str:
+    """A table with one row per number of steps T: top-1, top-5, AURC x 10^3 and each step's accuracy (%)."""
+    header = f"{'T':>3}  {'top-1':>6}  {'top-5':>6}  {'AURC(x1e3)':>10}  accuracy of each step t=1..T (%)"
+    rows = [header, "-" * len(header)]
+    for t, m in results.items():
+        per_step = " ".join(f"{100 * a:.1f}" for a in m["per_step"])
+        rows.append(f"{t:>3}  {100 * m['top1']:6.2f}  {100 * m['top5']:6.2f}  {1000 * m['aurc']:10.2f}  {per_step}")
+    return "\n".join(rows)
+
+
+def _epoch_line(record: dict[str, Any]) -> str:
+    train = record["train"]
+    parts = " ".join(f"{k} {v:.3f}" for k, v in train.items() if k not in ("loss", "acc", "samples", "samples_per_s"))
+    return (
+        f"epoch {record['epoch']:>3}  loss {train['loss']:.3f} ({parts})  train {100 * train['acc']:5.1f}%  "
+        f"test {100 * record['test']['top1']:5.1f}%  lr {record['lr']:.2e}  {train['samples_per_s']:.0f} samples/s"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``tks train [CONFIG] [--set KEY=VALUE ...]``."""
+    from tks.config import load_config
+    from tks.experiment import train
+
+    cfg = load_config(args.config, args.set)
+    result = train(cfg, on_epoch_end=lambda record: print(_epoch_line(record), flush=True))
+    print()
+    print(format_results({cfg.data.num_steps: result.metrics}))
+    print(f"\ntrained in {result.metrics['train_seconds']:.1f} s; run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``tks eval CHECKPOINT [--steps T ...]``."""
+    from tks.experiment import evaluate_checkpoint
+
+    results = evaluate_checkpoint(args.checkpoint, args.steps, data_root=args.data_root, device=args.device)
+    print(format_results(results))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``tks models``: every registered model and its parameter count."""
+    from tks.models import count_parameters, create_model, list_models
+
+    print(f"{'model':<16} {'parameters':>12}   (K={args.num_classes}, in_channels={args.in_channels})")
+    for name in list_models():
+        model = create_model(name, num_classes=args.num_classes, in_channels=args.in_channels)
+        print(f"{name:<16} {count_parameters(model):>12,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per verb."""
+    parser = argparse.ArgumentParser(
+        prog="tks", description="Train spiking neural networks with Temporal Knowledge Sharing."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("train", help="train a model from a config file (default: the bundled digits recipe)")
+    p.add_argument("config", nargs="?", default=None, help="YAML config (default: built-in digits recipe)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.alpha=0.3")
+    p.set_defaults(func=cmd_train)
+
+    p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")
+    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
+    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="T", help="time steps (default: trained T)")
+    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("models", help="list the registered models with their parameter counts")
+    p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
+    p.add_argument("--in-channels", type=int, default=3, help="input channels")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tks`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TKSError as exc:
+        print(f"tks: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tks: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

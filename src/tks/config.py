@@ -1,0 +1,319 @@
+"""Typed, frozen configuration loaded from YAML by a strict loader.
+
+A config file mirrors ``Config``: sections ``data``, ``model`` (with ``neuron``), ``loss``, ``optim`` and ``run``.
+Every key is checked: an unknown key is an error with the closest valid name, values are coerced to the declared
+type (PyYAML reads ``1e-3`` as a string; it becomes a float here), ``Literal`` fields accept only their choices and
+each section validates its ranges. ``--set section.key=value`` overrides go through the same path.
+
+The defaults of ``Config()`` are the quick digits recipe of bare ``tks train`` (``configs/digits.yaml`` states
+the same values; a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from tks.errors import TKSError
+
+
+class ConfigError(TKSError, ValueError):
+    """An invalid config file, key or value."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data, over how many time steps, in what batches."""
+
+    name: str = "digits"
+    """Registered dataset name (``tks.data.list_datasets()``)."""
+    root: str | None = None
+    """Folder holding the dataset's files; unused by bundled datasets."""
+    num_steps: int = 4
+    """T, the number of time steps the network runs for."""
+    batch_size: int = 64
+    """Training batch size."""
+    eval_batch_size: int = 256
+    """Batch size for evaluation."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: load in the main process)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_steps >= 1, f"data.num_steps (T) must be >= 1, got {self.num_steps}")
+        _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+        _require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
+        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """The LIF neuron (reference-spec §1); the defaults are the official ones."""
+
+    engine: Literal["tks", "spikingjelly"] = "tks"
+    """``tks``: the fused implementation; ``spikingjelly``: SpikingJelly's LIFNode (same numbers)."""
+    tau: float = 2.0
+    """Membrane time constant; the input is divided by tau."""
+    v_threshold: float = 0.5
+    """Firing threshold."""
+    surrogate: Literal["piecewise_quadratic", "atan"] = "piecewise_quadratic"
+    """Surrogate-gradient family."""
+    surrogate_alpha: float = 2.0
+    """Surrogate shape parameter (official: 2, i.e. dS/dx = 2 - 4|x| on |x| <= 0.5)."""
+    detach_reset: bool = True
+    """Stop the gradient through the hard reset."""
+
+    def __post_init__(self) -> None:
+        _require(self.tau > 1.0, f"model.neuron.tau must be > 1, got {self.tau}")
+        _require(self.v_threshold > 0.0, f"model.neuron.v_threshold must be > 0, got {self.v_threshold}")
+        _require(self.surrogate_alpha > 0.0, f"model.neuron.surrogate_alpha must be > 0, got {self.surrogate_alpha}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, with which neuron."""
+
+    name: str = "spiking_cnn"
+    """Registered model name (``tks.models.list_models()``)."""
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    """The spiking neuron used in every layer."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss; ``tks.losses.Criterion`` turns it into a callable."""
+
+    name: Literal["ce", "ls", "tet", "tks"] = "tks"
+    """``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET; ``tks``: CE + Temporal Knowledge Sharing."""
+    smoothing: float = 0.1
+    """Label-smoothing epsilon of the ``ls`` loss."""
+    tks_smoothing: float = 0.0
+    """Label-smoothing epsilon of the CE term inside ``tks`` (official ``--smoothing``, default 0)."""
+    tet_lambda: float = 1e-3
+    """Weight of TET's MSE regulariser."""
+    tet_phi: float = 1.0
+    """Target value of TET's MSE regulariser."""
+    temperature: float = 3.0
+    """TKS temperature tau (paper: 3 for CIFAR and fine-grained, 1 for ImageNet, 5 for DVS)."""
+    alpha: float = 0.7
+    """Largest weight of the TKS term (paper: 0.7, or 0.3 for DVS)."""
+    schedule: Literal["linear", "constant"] = "linear"
+    """``linear``: weight alpha * epoch / epochs (official); ``constant``: alpha throughout."""
+    teacher: Literal["sum", "mean"] = "sum"
+    """Aggregate of the correct steps' logits: ``sum`` (official) or ``mean`` (paper Eq. 5)."""
+    detach_teacher: bool = False
+    """Stop gradients into the teacher (official: not detached)."""
+    teacher_target: Literal["softmax", "logits"] = "softmax"
+    """``softmax``: target softmax(Z / tau) (official); ``logits``: Z itself (paper Eq. 6 read literally)."""
+    student: Literal["per_step", "mean"] = "per_step"
+    """``per_step``: every step's output is a student (official); ``mean``: the time-averaged output (Eq. 7)."""
+    student_temperature: float = 1.0
+    """Temperature dividing the student logits (official 1; paper Eq. 7 uses tau)."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.alpha <= 1.0, f"loss.alpha must be in [0, 1], got {self.alpha}")
+        _require(self.temperature > 0.0, f"loss.temperature must be > 0, got {self.temperature}")
+        _require(
+            self.student_temperature > 0.0, f"loss.student_temperature must be > 0, got {self.student_temperature}"
+        )
+        _require(0.0 <= self.smoothing < 1.0, f"loss.smoothing must be in [0, 1), got {self.smoothing}")
+        _require(0.0 <= self.tks_smoothing < 1.0, f"loss.tks_smoothing must be in [0, 1), got {self.tks_smoothing}")
+        _require(0.0 <= self.tet_lambda <= 1.0, f"loss.tet_lambda must be in [0, 1], got {self.tet_lambda}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule (reference-spec §5.1)."""
+
+    name: Literal["adamw", "adam"] = "adamw"
+    """Optimizer; weight decay applies to weight tensors (ndim > 1) only, as timm's ``create_optimizer``."""
+    lr: float = 5e-3
+    """Peak learning rate (used as given: no batch-size scaling)."""
+    weight_decay: float = 0.01
+    """Weight decay of the weight tensors."""
+    epochs: int = 15
+    """Number of epochs."""
+    warmup_epochs: int = 1
+    """Linear warmup from ``warmup_lr`` over this many epochs, then cosine to ``min_lr``."""
+    warmup_lr: float = 1e-6
+    """Learning rate of epoch 0 when warming up."""
+    min_lr: float = 1e-5
+    """Floor of the cosine schedule."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0.0, f"optim.lr must be > 0, got {self.lr}")
+        _require(self.weight_decay >= 0.0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        _require(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
+        _require(
+            0 <= self.warmup_epochs < self.epochs,
+            f"optim.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}",
+        )
+        _require(self.warmup_lr >= 0.0 and self.min_lr >= 0.0, "optim.warmup_lr and optim.min_lr must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Where and how a run executes."""
+
+    name: str = "digits"
+    """Run name; the run folder is ``<out_dir>/<name>-<time>``."""
+    seed: int = 0
+    """Seed of every random generator."""
+    device: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    out_dir: str = "runs"
+    """Parent folder of the run folders."""
+    progress: bool = True
+    """Show a progress bar per epoch."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            f"run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
+        )
+        _require(bool(self.name) and "/" not in self.name, f"run.name must be a non-empty name, got {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config strictly and apply ``section.key=value`` overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults of ``Config()``.
+        overrides: strings like ``"loss.temperature=5"``; the value is parsed as YAML.
+
+    Raises:
+        ConfigError: for a missing or malformed file, an unknown key, a value of the wrong type or out of range.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for item in overrides:
+        _apply_override(data, item)
+    return from_dict(Config, data)
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    *parents, leaf = key.strip().split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build the dataclass ``cls`` from a nested mapping, strictly (see the module docstring)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; valid keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value if value is not None else {}, f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}{hint}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # PyYAML reads "1e-3" (no dot) as a string
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise TypeError(f"config field {key} has unsupported type {tp}")
+    raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config as plain nested dicts and lists: YAML-, JSON- and ``weights_only``-safe."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def dump_config(config: Config) -> str:
+    """The resolved config as YAML text, readable back by ``load_config``."""
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

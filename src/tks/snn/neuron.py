@@ -1,0 +1,263 @@
+"""Leaky integrate-and-fire neuron of the TKS paper (Eq. 2), stateless and multi-step.
+
+Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (reference-spec §1.1):
+
+    H_t = V_{t-1} + (I_t - V_{t-1}) / tau = (1 - 1/tau) V_{t-1} + I_t / tau    (charge; the input is divided by tau)
+    S_t = H(H_t - V_th)                                                         (fire; strict ">")
+    V_t = H_t (1 - S_t)                                                         (hard reset; S_t detached by default)
+
+with V_0 = 0. The membrane lives inside one forward call over all T steps, so there is no state to reset between
+batches and the same input always gives the same output.
+
+Two engines compute the same thing behind ``make_neuron``:
+
+* ``"tks"``: ``LIF``, one autograd node over all T steps that saves only the pre-spike membrane H (one tensor of the
+  input's size) and runs backpropagation through time in its own backward.
+* ``"spikingjelly"``: SpikingJelly 2.x ``LIFNode`` in multi-step mode, reset inside every forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from tks.snn.surrogate import Surrogate, make_surrogate, spike
+
+NeuronFactory = Callable[[], nn.Module]
+"""A zero-argument callable that builds one spiking-neuron module ``[T, B, ...] -> [T, B, ...]``."""
+
+Engine = Literal["tks", "spikingjelly"]
+
+
+def lif_step(
+    v: Tensor,
+    x: Tensor,
+    *,
+    tau: float,
+    v_threshold: float,
+    surrogate: Surrogate,
+    detach_reset: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """One LIF step by plain autograd: the readable reference the fused engine is tested against.
+
+    Args:
+        v: membrane after the previous step, ``[B, ...]``.
+        x: input current at this step, ``[B, ...]``.
+        tau: membrane time constant (> 1 for a leak; 2.0 in the paper).
+        v_threshold: firing threshold (0.5 in the official code).
+        surrogate: backward shape of the spike function.
+        detach_reset: stop the gradient through the reset term (official: True).
+
+    Returns:
+        ``(spike, v_next)``, both ``[B, ...]``.
+    """
+    h = v + (x - v) / tau
+    s = spike(h - v_threshold, surrogate)
+    v_next = h * (1.0 - (s.detach() if detach_reset else s))
+    return s, v_next
+
+
+def lif_reference(
+    x_seq: Tensor,
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    surrogate: Surrogate,
+    detach_reset: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Loop ``lif_step`` over time from V_0 = 0.
+
+    Args:
+        x_seq: input currents ``[T, B, ...]``.
+        tau: membrane time constant.
+        v_threshold: firing threshold.
+        surrogate: backward shape of the spike function.
+        detach_reset: stop the gradient through the reset term.
+
+    Returns:
+        ``(spikes, membrane)``: both ``[T, B, ...]``; ``membrane[t]`` is V_t after the reset.
+    """
+    v = torch.zeros_like(x_seq[0])
+    spikes, membrane = [], []
+    for x in x_seq:
+        s, v = lif_step(v, x, tau=tau, v_threshold=v_threshold, surrogate=surrogate, detach_reset=detach_reset)
+        spikes.append(s)
+        membrane.append(v)
+    return torch.stack(spikes), torch.stack(membrane)
+
+
+class _FusedLIF(torch.autograd.Function):
+    """All T steps of the LIF as one autograd node.
+
+    Forward keeps only H (the membrane before firing) for backward; S and the reset mask are recomputed from it.
+    Backward, with decay = 1 - 1/tau and G_t the gradient arriving at V_t from step t+1 (G_T = 0):
+
+        dL/dH_t = dL/dS_t * g'(H_t - V_th) + G_t * dV_t/dH_t
+        dV_t/dH_t = 1 - S_t                                       (reset detached)
+                  = 1 - S_t - H_t * g'(H_t - V_th)                 (reset not detached)
+        dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t * decay
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x_seq: Tensor,
+        tau: float,
+        v_threshold: float,
+        surrogate: Surrogate,
+        detach_reset: bool,
+    ) -> Tensor:
+        decay = 1.0 - 1.0 / tau
+        h_seq = x_seq / tau  # the input term of every step at once; the loop adds the leak in place
+        v = torch.zeros_like(h_seq[0])
+        for t in range(h_seq.shape[0]):
+            h_t = h_seq[t].add_(v, alpha=decay)
+            v = h_t.masked_fill(h_t > v_threshold, 0.0)
+        ctx.save_for_backward(h_seq)
+        ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset = tau, v_threshold, surrogate, detach_reset
+        return (h_seq > v_threshold).to(x_seq.dtype)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor | None, ...]:
+        (h_seq,) = ctx.saved_tensors
+        tau, v_threshold = ctx.tau, ctx.v_threshold
+        decay = 1.0 - 1.0 / tau
+        surrogate_grad = ctx.surrogate.derivative(h_seq - v_threshold)
+        not_fired = (h_seq <= v_threshold).to(h_seq.dtype)
+        dv_dh = not_fired if ctx.detach_reset else not_fired - h_seq * surrogate_grad
+        grad_h = grad_spikes * surrogate_grad  # the direct path through S_t, for all steps at once
+        for t in range(h_seq.shape[0] - 2, -1, -1):
+            # grad_h[t+1] is final here: add what V_t receives from step t+1 through the leak.
+            grad_h[t].addcmul_(grad_h[t + 1], dv_dh[t], value=decay)
+        return grad_h.div_(tau), None, None, None, None
+
+
+class LIF(nn.Module):
+    """Multi-step LIF neuron, engine ``"tks"``: input currents ``[T, B, ...]`` to spikes ``[T, B, ...]``.
+
+    Stateless: the membrane starts at 0 in every call. See the module docstring for the equations.
+
+    Args:
+        tau: membrane time constant; the input is divided by tau (official 2.0).
+        v_threshold: firing threshold (official 0.5).
+        surrogate: backward shape of the spike function (official ``PiecewiseQuadratic(alpha=2)``).
+        detach_reset: stop the gradient through the reset term (official True).
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 0.5,
+        surrogate: Surrogate | None = None,
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_lif_args(tau, v_threshold)
+        self.tau = tau
+        self.v_threshold = v_threshold
+        self.surrogate = surrogate if surrogate is not None else make_surrogate("piecewise_quadratic", 2.0)
+        self.detach_reset = detach_reset
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Spikes ``[T, B, ...]`` (same dtype as the input) for input currents ``[T, B, ...]``."""
+        return _FusedLIF.apply(x_seq, self.tau, self.v_threshold, self.surrogate, self.detach_reset)
+
+    def extra_repr(self) -> str:
+        """The neuron's settings, shown by ``print(model)``."""
+        return (
+            f"tau={self.tau}, v_threshold={self.v_threshold}, surrogate={self.surrogate.name}"
+            f"(alpha={self.surrogate.alpha}), detach_reset={self.detach_reset}"
+        )
+
+
+class SpikingJellyLIF(nn.Module):
+    """Engine ``"spikingjelly"``: SpikingJelly 2.x ``LIFNode`` in multi-step mode, made stateless.
+
+    SpikingJelly keeps the membrane on the module between calls; this wrapper resets it before and after every
+    forward so that users never call ``reset_net``. ``decay_input=True`` and ``v_reset=0`` give the equations of
+    the module docstring. SpikingJelly fires at ``>=`` where the official code fires at ``>``; the two differ only
+    on inputs exactly at threshold.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 0.5,
+        surrogate: Surrogate | None = None,
+        detach_reset: bool = True,
+    ) -> None:
+        super().__init__()
+        # Imported here so that the default engine does not pay for importing SpikingJelly.
+        from spikingjelly.activation_based import neuron as sj_neuron
+        from spikingjelly.activation_based import surrogate as sj_surrogate
+
+        _check_lif_args(tau, v_threshold)
+        surrogate = surrogate if surrogate is not None else make_surrogate("piecewise_quadratic", 2.0)
+        sj_surrogates = {"piecewise_quadratic": sj_surrogate.PiecewiseQuadratic, "atan": sj_surrogate.ATan}
+        self.node = sj_neuron.LIFNode(
+            tau=float(tau),
+            decay_input=True,
+            v_threshold=v_threshold,
+            v_reset=0.0,
+            surrogate_function=sj_surrogates[surrogate.name](alpha=surrogate.alpha),
+            detach_reset=detach_reset,
+            step_mode="m",
+        )
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Spikes ``[T, B, ...]`` for input currents ``[T, B, ...]``."""
+        self.node.reset()
+        out = self.node(x_seq)
+        self.node.reset()  # drop the last membrane so it holds no graph between calls
+        return out
+
+
+def _check_lif_args(tau: float, v_threshold: float) -> None:
+    if not tau > 1.0:
+        raise ValueError(f"LIF tau must be > 1 (the leak is 1 - 1/tau), got {tau}")
+    if not v_threshold > 0.0:
+        raise ValueError(f"LIF v_threshold must be > 0, got {v_threshold}")
+
+
+ENGINES: dict[str, type[LIF] | type[SpikingJellyLIF]] = {"tks": LIF, "spikingjelly": SpikingJellyLIF}
+
+
+def make_neuron(
+    engine: str = "tks",
+    *,
+    tau: float = 2.0,
+    v_threshold: float = 0.5,
+    surrogate: str = "piecewise_quadratic",
+    surrogate_alpha: float = 2.0,
+    detach_reset: bool = True,
+) -> NeuronFactory:
+    """The neuron factory every model takes; the defaults are the official TKS/BrainCog neuron.
+
+    Args:
+        engine: ``"tks"`` (fused, default) or ``"spikingjelly"``.
+        tau: membrane time constant.
+        v_threshold: firing threshold.
+        surrogate: surrogate-gradient family (``"piecewise_quadratic"`` or ``"atan"``).
+        surrogate_alpha: the surrogate's shape parameter.
+        detach_reset: stop the gradient through the reset term.
+
+    Returns:
+        A zero-argument callable building a fresh neuron module.
+
+    Raises:
+        ValueError: for an unknown engine or surrogate, or an invalid parameter.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown neuron engine {engine!r}; choose one of {sorted(ENGINES)}")
+    _check_lif_args(tau, v_threshold)
+    return partial(
+        ENGINES[engine],
+        tau=tau,
+        v_threshold=v_threshold,
+        surrogate=make_surrogate(surrogate, surrogate_alpha),
+        detach_reset=detach_reset,
+    )

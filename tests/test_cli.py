@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import yaml
+
+from tks.cli import VERBS, build_parser, main
+from tks.config import load_config
+
+FAST = ["--set", "optim.epochs=2", "--set", "data.num_steps=2", "--set", "run.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", *FAST, "--set", f"run.out_dir={out}", "--set", "run.name=cli"]) == 0
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_train_writes_the_run_folder(trained_run):
+    assert trained_run.name.startswith("cli-")
+    assert {p.name for p in trained_run.iterdir()} == {"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt"}
+    cfg = load_config(trained_run / "config.yaml")
+    assert cfg.optim.epochs == 2 and cfg.data.num_steps == 2
+    assert len((trained_run / "log.jsonl").read_text().splitlines()) == 2
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"top1", "top5", "aurc", "e_aurc", "ece", "per_step", "cumulative", "train_seconds"} <= set(metrics)
+    assert len(metrics["per_step"]) == 2
+
+
+def test_train_prints_epochs_and_result_table(tmp_path, capsys):
+    assert main(["train", *FAST, "--set", f"run.out_dir={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1" in out and "epoch   2" in out
+    assert "top-1" in out and "AURC(x1e3)" in out and "accuracy of each step" in out
+
+
+def test_eval_prints_a_row_per_step_count(trained_run, capsys):
+    assert main(["eval", str(trained_run / "checkpoint.pt"), "--steps", "1", "2", "4"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["1", "2", "4"]
+    assert [len(r) for r in rows] == [5, 6, 8]  # T, top-1, top-5, AURC, then T step accuracies
+    saved = json.loads((trained_run / "eval.json").read_text())
+    assert saved["trained_steps"] == 2 and set(saved["results"]) == {"1", "2", "4"}
+
+
+def test_models_lists_parameter_counts(capsys):
+    assert main(["models", "--num-classes", "10", "--in-channels", "1"]) == 0
+    assert "spiking_cnn" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "missing.pt"], "checkpoint not found: missing.pt"),
+        (["train", "missing.yaml"], "config file not found: missing.yaml"),
+        (["train", "--set", "model.name=resnet"], "unknown model 'resnet'"),
+        (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'"),
+        (["train", "--set", "loss.alpha=2"], r"loss.alpha must be in [0, 1]"),
+        (["train", "--set", "data.num_steps=0"], "data.num_steps (T) must be >= 1"),
+    ],
+)
+def test_user_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tks: error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written for a run that could not start
+
+
+def test_eval_rejects_bad_steps(trained_run, capsys):
+    assert main(["eval", str(trained_run / "checkpoint.pt"), "--steps", "0"]) == 2
+    assert "--steps must all be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", sorted(VERBS))
+def test_every_verb_has_help(verb, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([verb, "--help"])
+    assert exc.value.code == 0 and verb in capsys.readouterr().out
+
+
+def test_resolved_config_yaml_is_plain(trained_run):
+    data = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert set(data) == {"data", "model", "loss", "optim", "run"}

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tks.config import Config, ConfigError, dump_config, load_config, to_dict
+
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+
+
+def test_configs_folder_is_not_empty():
+    assert CONFIGS, "configs/*.yaml missing"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_loads_and_round_trips(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    assert yaml.safe_load(dump_config(cfg)) == to_dict(cfg)
+
+
+def test_digits_yaml_is_the_default_config():
+    assert load_config(Path(__file__).parents[1] / "configs" / "digits.yaml") == Config() == load_config(None)
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key 'loss.temprature' \(did you mean 'loss.temperature'\?\)"
+    ):
+        load_config(write(tmp_path, "loss:\n  temprature: 3\n"))
+    with pytest.raises(ConfigError, match="unknown config key 'optimizer'.*did you mean 'optim'"):
+        load_config(write(tmp_path, "optimizer: {lr: 1}\n"))
+
+
+def test_values_are_coerced_to_declared_types(tmp_path):
+    cfg = load_config(write(tmp_path, "optim:\n  lr: 1e-3\n  epochs: 3.0\nloss:\n  temperature: 5\n"))
+    assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)  # PyYAML reads "1e-3" as a string
+    assert cfg.optim.epochs == 3 and isinstance(cfg.optim.epochs, int)
+    assert cfg.loss.temperature == 5.0 and isinstance(cfg.loss.temperature, float)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("optim: {epochs: 2.5}", "optim.epochs must be int"),
+        ("optim: {lr: fast}", "optim.lr must be float"),
+        ("model: {neuron: {detach_reset: 1}}", "model.neuron.detach_reset must be bool"),
+        ("data: {num_steps: 0}", r"data.num_steps \(T\) must be >= 1"),
+        ("loss: {alpha: 1.5}", r"loss.alpha must be in \[0, 1\]"),
+        ("loss: {name: tks2}", "loss.name must be one of.*did you mean 'tks'"),
+        ("loss: {temperature: 0}", "loss.temperature must be > 0"),
+        ("model: {neuron: {tau: 1.0}}", "tau must be > 1"),
+        ("optim: {epochs: 3, warmup_epochs: 3}", "warmup_epochs must be in"),
+        ("run: {device: tpu}", "run.device must be"),
+        ("data: 5", "data must be a mapping"),
+        ("- a\n- b", "must hold a mapping"),
+        ("loss: {alpha: [0.1", "not valid YAML"),
+    ],
+)
+def test_invalid_values_are_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_overrides():
+    cfg = load_config(
+        None,
+        [
+            "loss.temperature=5",
+            "data.num_steps=2",
+            "model.neuron.engine=spikingjelly",
+            "data.root=/data",
+            "optim.lr=2e-4",
+        ],
+    )
+    assert cfg.loss.temperature == 5.0 and cfg.data.num_steps == 2 and cfg.model.neuron.engine == "spikingjelly"
+    assert cfg.data.root == "/data" and cfg.optim.lr == 2e-4
+    assert load_config(None, ["data.root="]).data.root is None
+    with pytest.raises(ConfigError, match="must look like section.key=value"):
+        load_config(None, ["loss.temperature"])
+    with pytest.raises(ConfigError, match="unknown config key 'loss.alfa'"):
+        load_config(None, ["loss.alfa=0.3"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found: nowhere.yaml"):
+        load_config("nowhere.yaml")
+
+
+def test_config_is_frozen():
+    cfg = Config()
+    with pytest.raises(AttributeError):
+        cfg.loss.alpha = 0.3

@@ -1,0 +1,214 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from tks.config import LossConfig
+from tks.losses import (
+    Criterion,
+    LabelSmoothingLoss,
+    MeanCELoss,
+    TETLoss,
+    TKSLoss,
+    constant,
+    label_smoothing_ce,
+    linear_ramp,
+    mean_ce,
+    tet_loss,
+    tks_loss,
+)
+
+
+# ---- a literal transcription of the official formula (reference-spec §3), written as the official code does it:
+# a list of per-step outputs, a correct-step mask, a summed teacher, a KD term per step, an epoch-linear weight.
+def official_kd(student_logits, teacher_logits, temperature):
+    log_softmax = nn.LogSoftmax(dim=1)
+    soft_target = F.softmax(teacher_logits / temperature, dim=1)
+    per_sample = torch.sum(-soft_target * log_softmax(student_logits), dim=1)
+    return temperature**2 * per_sample.mean()
+
+
+def official_tks_total(outputs, target, temperature, alpha, epoch, epochs):
+    """outputs: list of T tensors [B, K]."""
+    steps = len(outputs)
+    mean_out = sum(outputs) / steps
+    loss1 = nn.CrossEntropyLoss()(mean_out, target)
+    teacher = torch.zeros_like(outputs[0])
+    for out in outputs:
+        is_right = (out.argmax(dim=1) == target).float().unsqueeze(1)
+        teacher = teacher + out * is_right
+    loss2 = 0.0
+    for out in outputs:
+        loss2 = loss2 + official_kd(out, teacher, temperature)
+    loss2 = loss2 / steps
+    ce_weight = 1 - alpha * epoch / epochs
+    return ce_weight * loss1 + (1 - ce_weight) * loss2, loss2
+
+
+def make_logits(steps=4, batch=16, classes=10, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(steps, batch, classes, generator=g, dtype=dtype) * 2
+    target = torch.randint(0, classes, (batch,), generator=g)
+    # sample 0: no correct step at all; sample 1: every step correct
+    wrong = (target[0] + 1) % classes
+    logits[:, 0, wrong] = 50.0
+    logits[:, 1, target[1]] = 50.0
+    return logits, target
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    ("temperature", "alpha", "epoch", "epochs"),
+    [(3.0, 0.7, 0, 600), (3.0, 0.7, 599, 600), (5.0, 0.3, 40, 100), (1.0, 0.7, 7, 10)],
+)
+def test_criterion_matches_official_transcription(seed, temperature, alpha, epoch, epochs):
+    logits, target = make_logits(seed=seed)
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    criterion = Criterion(LossConfig(name="tks", temperature=temperature, alpha=alpha))
+    ours = criterion(ours_in, target, epoch=epoch, epochs=epochs)
+    ref_total, ref_tks = official_tks_total(list(ref_in.unbind(0)), target, temperature, alpha, epoch, epochs)
+    torch.testing.assert_close(ours.total, ref_total, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ours.parts["tks"], ref_tks, rtol=1e-12, atol=1e-12)
+    ours.total.backward()
+    ref_total.backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_official_transcription_covers_edge_cases():
+    logits, target = make_logits()
+    correct = logits.argmax(-1) == target
+    assert not correct[:, 0].any() and correct[:, 1].all()
+
+
+def test_no_correct_step_gives_uniform_teacher():
+    logits, target = make_logits()
+    logits, target = logits[:, :1], target[:1]  # only sample 0: never correct
+    expected = 9.0 * (-torch.log_softmax(logits, -1)).mean(-1).mean()  # tau^2 * mean_t mean_k(-log q)
+    torch.testing.assert_close(tks_loss(logits, target, temperature=3.0), expected)
+
+
+def test_teacher_not_detached_by_default_and_detach_changes_only_gradients():
+    logits, target = make_logits()
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    la, lb = tks_loss(a, target, temperature=3.0), tks_loss(b, target, temperature=3.0, detach_teacher=True)
+    torch.testing.assert_close(la, lb)
+    la.backward()
+    lb.backward()
+    assert not torch.allclose(a.grad, b.grad)
+    # with a detached teacher, a sample's gradient is exactly the soft-CE gradient of the students
+    p = torch.softmax((logits * (logits.argmax(-1) == target).unsqueeze(-1)).sum(0) / 3.0, -1)
+    expected = 9.0 * (torch.softmax(logits, -1) - p) / (logits.shape[0] * logits.shape[1])
+    torch.testing.assert_close(b.grad, expected)
+
+
+def test_mean_teacher_equals_sum_teacher_divided_by_count():
+    logits, target = make_logits()
+    correct = (logits.argmax(-1) == target).unsqueeze(-1).double()
+    z_mean = (logits * correct).sum(0) / correct.sum(0).clamp_min(1)
+    p = torch.softmax(z_mean / 2.0, -1)
+    expected = 4.0 * -(p * torch.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(tks_loss(logits, target, temperature=2.0, teacher="mean"), expected)
+
+
+def test_paper_variant_eq5_to_eq7():
+    logits, target = make_logits()
+    tau = 3.0
+    correct = (logits.argmax(-1) == target).unsqueeze(-1).double()
+    z = (logits * correct).sum(0) / correct.sum(0).clamp_min(1)  # Eq. 5: mean of the correct steps
+    q = torch.log_softmax(logits.mean(0) / tau, -1)  # Eq. 7: softmax(O / tau) of the time-averaged output
+    expected = tau**2 * -(torch.softmax(z / tau, -1) * q).sum(-1).mean()
+    got = tks_loss(logits, target, temperature=tau, teacher="mean", student="mean", student_temperature=tau)
+    torch.testing.assert_close(got, expected)
+    # Eq. 6 read literally: Z itself weights -log q, 1/K where no step is correct
+    literal = torch.where(correct.sum(0) > 0, z, torch.full_like(z, 0.1))
+    expected_literal = tau**2 * -(literal * q).sum(-1).mean()
+    got_literal = tks_loss(
+        logits,
+        target,
+        temperature=tau,
+        teacher="mean",
+        teacher_target="logits",
+        student="mean",
+        student_temperature=tau,
+    )
+    torch.testing.assert_close(got_literal, expected_literal)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 8), st.integers(2, 7), st.integers(0, 10_000))
+def test_tks_loss_is_finite_nonnegative_and_batch_permutation_invariant(steps, batch, classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(steps, batch, classes, generator=g, dtype=torch.float64) * 5
+    target = torch.randint(0, classes, (batch,), generator=g)
+    value = tks_loss(logits, target, temperature=3.0)
+    assert torch.isfinite(value) and value >= 0
+    perm = torch.randperm(batch, generator=g)
+    torch.testing.assert_close(tks_loss(logits[:, perm], target[perm], temperature=3.0), value)
+
+
+def test_mean_ce_label_smoothing_and_tet_against_hand_formulas():
+    logits, target = make_logits()
+    mean = logits.mean(0)
+    log_p = torch.log_softmax(mean, -1)
+    nll = -log_p.gather(1, target[:, None]).squeeze(1)
+    torch.testing.assert_close(mean_ce(logits, target), nll.mean())
+    # timm LabelSmoothingCrossEntropy: (1 - eps) * nll + eps * mean_k(-log p_k)
+    timm_ls = (0.9 * nll + 0.1 * (-log_p).mean(-1)).mean()
+    torch.testing.assert_close(label_smoothing_ce(logits, target, smoothing=0.1), timm_ls)
+    # official TET: (1 - lambda) mean_t CE(O_t, y) + lambda MSE(O, phi)
+    per_step = sum(F.cross_entropy(o, target) for o in logits) / logits.shape[0]
+    mse = F.mse_loss(logits, torch.full_like(logits, 1.0))
+    torch.testing.assert_close(tet_loss(logits, target, lamb=1e-3, phi=1.0), 0.999 * per_step + 1e-3 * mse)
+    torch.testing.assert_close(tet_loss(logits, target, lamb=0.0), per_step)
+
+
+def test_schedules():
+    assert linear_ramp(0, 600, 0.7) == 0.0
+    assert linear_ramp(599, 600, 0.7) == pytest.approx(0.6988333)
+    assert linear_ramp(5, 10, 0.3) == pytest.approx(0.15)
+    assert constant(0, 10, 0.3) == constant(9, 10, 0.3) == 0.3
+
+
+def test_criterion_names_and_weight():
+    logits, target = make_logits()
+    ce = Criterion(LossConfig(name="ce"))(logits, target)
+    torch.testing.assert_close(ce.total, mean_ce(logits, target))
+    assert set(ce.parts) == {"ce"}
+    ls = Criterion(LossConfig(name="ls", smoothing=0.2))(logits, target)
+    torch.testing.assert_close(ls.total, label_smoothing_ce(logits, target, smoothing=0.2))
+    tet = Criterion(LossConfig(name="tet"))(logits, target)
+    torch.testing.assert_close(tet.total, tet_loss(logits, target))
+    tks = Criterion(LossConfig(name="tks"))
+    torch.testing.assert_close(tks(logits, target, epoch=0, epochs=10).total, mean_ce(logits, target))  # weight 0
+    assert tks.tks_weight(5, 10) == pytest.approx(0.35)
+    assert Criterion(LossConfig(name="ce")).tks_weight(5, 10) == 0.0
+    static = Criterion(LossConfig(name="tks", schedule="constant", alpha=1.0))(logits, target, epoch=0, epochs=10)
+    torch.testing.assert_close(static.total, tks_loss(logits, target, temperature=3.0))
+
+
+def test_modules_equal_functions():
+    logits, target = make_logits()
+    torch.testing.assert_close(MeanCELoss()(logits, target), mean_ce(logits, target))
+    torch.testing.assert_close(LabelSmoothingLoss(0.1)(logits, target), label_smoothing_ce(logits, target))
+    torch.testing.assert_close(TETLoss()(logits, target), tet_loss(logits, target))
+    w = linear_ramp(3, 10, 0.7)
+    ref, _ = official_tks_total(list(logits.unbind(0)), target, 3.0, 0.7, 3, 10)
+    torch.testing.assert_close(TKSLoss(temperature=3.0)(logits, target, weight=w), ref)
+    with pytest.raises(ValueError, match="weight must be in"):
+        TKSLoss()(logits, target, weight=1.5)
+
+
+def test_shape_errors_are_clear():
+    with pytest.raises(ValueError, match=r"logits must be \[T, B, K\]"):
+        tks_loss(torch.randn(4, 10), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"target must be \[B\] = \[3\]"):
+        mean_ce(torch.randn(2, 3, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="teacher must be"):
+        tks_loss(torch.randn(2, 3, 5), torch.zeros(3, dtype=torch.long), teacher="max")
+    assert math.isfinite(tks_loss(torch.randn(1, 1, 2), torch.zeros(1, dtype=torch.long)).item())

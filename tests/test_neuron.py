@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from tks.snn import LIF, SpikingJellyLIF, lif_reference, make_neuron, make_surrogate
+
+PQ2 = make_surrogate("piecewise_quadratic", 2.0)
+
+
+def test_golden_trajectory_constant_input():
+    # tau=2, V_th=0.5, I=0.6: H = 0.5 V + 0.3 -> 0.3, 0.45, 0.525 (fire, reset to 0), 0.3, 0.45, 0.525 (fire)
+    x = torch.full((6, 1), 0.6, dtype=torch.float64)
+    spikes, membrane = lif_reference(x, surrogate=PQ2)
+    assert spikes.flatten().tolist() == [0, 0, 1, 0, 0, 1]
+    torch.testing.assert_close(membrane.flatten(), torch.tensor([0.3, 0.45, 0.0, 0.3, 0.45, 0.0], dtype=torch.float64))
+    assert LIF()(x).flatten().tolist() == [0, 0, 1, 0, 0, 1]
+
+
+@pytest.mark.parametrize(("detach_reset", "expected"), [(True, [1.05, 0.9]), (False, [0.888, 0.9])])
+def test_golden_gradient_two_steps(detach_reset, expected):
+    # H1 = 0.3, H2 = 0.45; g'(H - 0.5) = 2 - 4|H - 0.5| = 1.2 and 1.8. L = S1 + S2.
+    # dL/dH2 = 1.8 -> dL/dI2 = 0.9; dL/dV1 = 0.9; dV1/dH1 = 1 (detached) or 1 - H1 g'(H1) = 0.64.
+    # dL/dH1 = 1.2 + 0.9 * dV1/dH1 -> dL/dI1 = 1.05 or 0.888.
+    for neuron in (LIF(detach_reset=detach_reset), SpikingJellyLIF(detach_reset=detach_reset)):
+        x = torch.full((2, 1), 0.6, dtype=torch.float64, requires_grad=True)
+        neuron(x).sum().backward()
+        torch.testing.assert_close(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("surrogate", ["piecewise_quadratic", "atan"])
+@pytest.mark.parametrize(("tau", "v_threshold"), [(2.0, 0.5), (1.5, 1.0), (4.0, 0.3)])
+def test_fused_equals_autograd_reference(detach_reset, surrogate, tau, v_threshold):
+    sur = make_surrogate(surrogate, 2.0)
+    x = torch.randn(7, 3, 5, 4, dtype=torch.float64)
+    w = torch.randn_like(x)
+    a = x.clone().requires_grad_()
+    s_ref, _ = lif_reference(a, tau=tau, v_threshold=v_threshold, surrogate=sur, detach_reset=detach_reset)
+    (s_ref * w).sum().backward()
+    b = x.clone().requires_grad_()
+    s = LIF(tau=tau, v_threshold=v_threshold, surrogate=sur, detach_reset=detach_reset)(b)
+    (s * w).sum().backward()
+    assert torch.equal(s, s_ref)
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("surrogate", ["piecewise_quadratic", "atan"])
+def test_engines_agree_float32(seed, detach_reset, surrogate):
+    torch.manual_seed(seed)
+    x = torch.randn(8, 16, 6, 5, 5)
+    w = torch.randn_like(x)
+    out = {}
+    for engine in ("tks", "spikingjelly"):
+        xx = x.clone().requires_grad_()
+        s = make_neuron(engine, surrogate=surrogate, detach_reset=detach_reset)()(xx)
+        (s * w).sum().backward()
+        out[engine] = (s, xx.grad)
+    assert out["tks"][0].mean() > 0.05  # the test exercises real spikes and resets
+    assert torch.equal(out["tks"][0], out["spikingjelly"][0])
+    torch.testing.assert_close(out["tks"][1], out["spikingjelly"][1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", ["tks", "spikingjelly"])
+def test_stateless_same_input_same_output(engine):
+    neuron = make_neuron(engine)()
+    x = torch.randn(5, 4, 10)
+    first = neuron(x)
+    neuron(torch.randn(3, 2, 10) * 5)  # a different batch and T in between
+    assert torch.equal(neuron(x), first)
+
+
+def test_output_shape_and_dtype():
+    x = torch.randn(3, 2, 4, 5, 5, dtype=torch.bfloat16)
+    s = LIF()(x)
+    assert s.shape == x.shape and s.dtype == torch.bfloat16
+    assert set(s.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_make_neuron_errors():
+    with pytest.raises(ValueError, match="unknown neuron engine 'cupy'"):
+        make_neuron("cupy")
+    with pytest.raises(ValueError, match="tau must be > 1"):
+        make_neuron(tau=1.0)
+    with pytest.raises(ValueError, match="v_threshold must be > 0"):
+        LIF(v_threshold=0.0)
