@@ -87,5 +87,5 @@ def test_classification_metrics_bundle():
     assert m["confidence"] == "logit"
     # ranking by max mean logit: sample 0 (3.0, wrong), sample 1 (2.0, right), sample 2 (1.5, wrong)
     assert m["aurc"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
-    with pytest.raises(ValueError, match=r"logits must be \[T, N, K\]"):
+    with pytest.raises(ValueError, match=r"logits must be \[T, B, K\]"):
         classification_metrics(LOGITS[0], TARGET)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from typing import Any
 
 
 class TKSError(Exception):
@@ -19,3 +20,11 @@ class UnknownNameError(TKSError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])  # KeyError would quote the message
+
+
+def check_per_step(logits: Any, target: Any) -> None:
+    """Raise a clear ``ValueError`` unless ``logits`` is ``[T, B, K]`` and ``target`` is ``[B]``."""
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
+    if target.shape != logits.shape[1:2]:
+        raise ValueError(f"target must be [B] = [{logits.shape[1]}], got shape {tuple(target.shape)}")

@@ -8,6 +8,7 @@ under a weight schedule and is what the training loop calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -15,17 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tks.config import LossConfig
+from tks.errors import check_per_step
 
 Teacher = Literal["sum", "mean"]
 Student = Literal["per_step", "mean"]
 TeacherTarget = Literal["softmax", "logits"]
-
-
-def _check_shapes(logits: Tensor, target: Tensor) -> None:
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
-    if target.shape != logits.shape[1:2]:
-        raise ValueError(f"target must be [B] = [{logits.shape[1]}], got shape {tuple(target.shape)}")
 
 
 def mean_ce(logits: Tensor, target: Tensor) -> Tensor:
@@ -37,7 +32,7 @@ def mean_ce(logits: Tensor, target: Tensor) -> Tensor:
         logits: ``[T, B, K]``.
         target: ``[B]`` class indices.
     """
-    _check_shapes(logits, target)
+    check_per_step(logits, target)
     return F.cross_entropy(logits.mean(0), target)
 
 
@@ -52,7 +47,7 @@ def label_smoothing_ce(logits: Tensor, target: Tensor, *, smoothing: float = 0.1
         target: ``[B]`` class indices.
         smoothing: eps in [0, 1).
     """
-    _check_shapes(logits, target)
+    check_per_step(logits, target)
     return F.cross_entropy(logits.mean(0), target, label_smoothing=smoothing)
 
 
@@ -68,7 +63,7 @@ def tet_loss(logits: Tensor, target: Tensor, *, lamb: float = 1e-3, phi: float =
         lamb: weight lambda of the MSE regulariser (official 1e-3; 0 gives SpikingJelly's and BrainCog's TET).
         phi: the constant the outputs are pulled towards (official 1.0).
     """
-    _check_shapes(logits, target)
+    check_per_step(logits, target)
     steps = logits.shape[0]
     per_step_ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(steps))  # mean over T and B
     mse = (logits - phi).square().mean()
@@ -115,7 +110,7 @@ def tks_loss(
     Returns:
         Scalar loss.
     """
-    _check_shapes(logits, target)
+    check_per_step(logits, target)
     if not temperature > 0 or not student_temperature > 0:
         raise ValueError(f"temperatures must be > 0, got {temperature} and {student_temperature}")
     num_classes = logits.shape[-1]
@@ -222,11 +217,9 @@ class TKSLoss(nn.Module):
         self.temperature, self.teacher, self.detach_teacher = temperature, teacher, detach_teacher
         self.teacher_target, self.student, self.student_temperature = teacher_target, student, student_temperature
 
-    def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
-        """(1 - weight) * ``mean_ce`` + weight * ``tks_loss`` of ``logits [T, B, K]`` and ``target [B]``."""
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
-        tks = tks_loss(
+    def term(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The TKS term alone: ``tks_loss`` with this module's settings."""
+        return tks_loss(
             logits,
             target,
             temperature=self.temperature,
@@ -236,7 +229,12 @@ class TKSLoss(nn.Module):
             student=self.student,
             student_temperature=self.student_temperature,
         )
-        return (1.0 - weight) * mean_ce(logits, target) + weight * tks
+
+    def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
+        """(1 - weight) * ``mean_ce`` + weight * ``tks_loss`` of ``logits [T, B, K]`` and ``target [B]``."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        return (1.0 - weight) * mean_ce(logits, target) + weight * self.term(logits, target)
 
 
 @dataclass(frozen=True)
@@ -258,6 +256,18 @@ class Criterion:
 
     cfg: LossConfig
 
+    @cached_property
+    def _tks(self) -> TKSLoss:
+        cfg = self.cfg
+        return TKSLoss(
+            cfg.temperature,
+            teacher=cfg.teacher,
+            detach_teacher=cfg.detach_teacher,
+            teacher_target=cfg.teacher_target,
+            student=cfg.student,
+            student_temperature=cfg.student_temperature,
+        )
+
     def tks_weight(self, epoch: int, epochs: int) -> float:
         """Weight a of the TKS term at a 0-indexed epoch (0 for the non-TKS losses)."""
         return SCHEDULES[self.cfg.schedule](epoch, epochs, self.cfg.alpha) if self.cfg.name == "tks" else 0.0
@@ -273,16 +283,7 @@ class Criterion:
             loss = tet_loss(logits, target, lamb=cfg.tet_lambda, phi=cfg.tet_phi)
         else:
             base = label_smoothing_ce(logits, target, smoothing=cfg.tks_smoothing)  # eps = 0 is exactly mean_ce
-            tks = tks_loss(
-                logits,
-                target,
-                temperature=cfg.temperature,
-                teacher=cfg.teacher,
-                detach_teacher=cfg.detach_teacher,
-                teacher_target=cfg.teacher_target,
-                student=cfg.student,
-                student_temperature=cfg.student_temperature,
-            )
+            tks = self._tks.term(logits, target)
             weight = self.tks_weight(epoch, epochs)
             return LossOutput((1.0 - weight) * base + weight * tks, {"ce": base, "tks": tks})
         return LossOutput(loss, {cfg.name: loss})

@@ -12,14 +12,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tks.errors import check_per_step
+
 Confidence = Literal["logit", "softmax"]
-
-
-def _check(logits: Tensor, target: Tensor) -> None:
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be [T, N, K], got shape {tuple(logits.shape)}")
-    if target.shape != logits.shape[1:2]:
-        raise ValueError(f"target must be [N] = [{logits.shape[1]}], got shape {tuple(target.shape)}")
 
 
 def topk_accuracy(logits: Tensor, target: Tensor, k: int = 1) -> float:
@@ -30,7 +25,7 @@ def topk_accuracy(logits: Tensor, target: Tensor, k: int = 1) -> float:
         target: ``[N]`` class indices.
         k: clipped to the number of classes.
     """
-    _check(logits, target)
+    check_per_step(logits, target)
     k = min(k, logits.shape[-1])
     top = logits.mean(0).topk(k, dim=-1).indices  # [N, k]
     return (top == target.unsqueeze(-1)).any(-1).float().mean().item()
@@ -38,7 +33,7 @@ def topk_accuracy(logits: Tensor, target: Tensor, k: int = 1) -> float:
 
 def per_step_accuracy(logits: Tensor, target: Tensor) -> list[float]:
     """Top-1 accuracy of each step alone, argmax of O_t (paper Fig. 4): a list of T floats."""
-    _check(logits, target)
+    check_per_step(logits, target)
     return (logits.argmax(-1) == target).float().mean(1).tolist()
 
 
@@ -47,7 +42,7 @@ def cumulative_accuracy(logits: Tensor, target: Tensor) -> list[float]:
 
     Entry t-1 is what a model stopped after t steps predicts (for static inputs and truncated event inputs).
     """
-    _check(logits, target)
+    check_per_step(logits, target)
     steps = torch.arange(1, logits.shape[0] + 1, dtype=logits.dtype, device=logits.device)
     running_mean = logits.cumsum(0) / steps.view(-1, 1, 1)
     return (running_mean.argmax(-1) == target).float().mean(1).tolist()
@@ -127,7 +122,7 @@ def classification_metrics(logits: Tensor, target: Tensor, *, confidence_kind: C
         ``top1``, ``top5``, ``aurc``, ``e_aurc``, ``ece`` (fractions), ``per_step`` and ``cumulative`` (lists of T
         accuracies), ``num_steps``, ``num_samples`` and ``confidence``.
     """
-    _check(logits, target)
+    check_per_step(logits, target)
     logits = logits.detach().float().cpu()
     target = target.cpu()
     correct = logits.mean(0).argmax(-1) == target

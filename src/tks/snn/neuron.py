@@ -174,13 +174,13 @@ class LIF(nn.Module):
         )
 
 
-class SpikingJellyLIF(nn.Module):
+class SpikingJellyLIF(LIF):
     """Engine ``"spikingjelly"``: SpikingJelly 2.x ``LIFNode`` in multi-step mode, made stateless.
 
     SpikingJelly keeps the membrane on the module between calls; this wrapper resets it before and after every
     forward so that users never call ``reset_net``. ``decay_input=True`` and ``v_reset=0`` give the equations of
     the module docstring. SpikingJelly fires at ``>=`` where the official code fires at ``>``; the two differ only
-    on inputs exactly at threshold.
+    on inputs exactly at threshold. Arguments as ``LIF``.
     """
 
     def __init__(
@@ -190,20 +190,18 @@ class SpikingJellyLIF(nn.Module):
         surrogate: Surrogate | None = None,
         detach_reset: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(tau, v_threshold, surrogate, detach_reset)
         # Imported here so that the default engine does not pay for importing SpikingJelly.
         from spikingjelly.activation_based import neuron as sj_neuron
         from spikingjelly.activation_based import surrogate as sj_surrogate
 
-        _check_lif_args(tau, v_threshold)
-        surrogate = surrogate if surrogate is not None else make_surrogate("piecewise_quadratic", 2.0)
         sj_surrogates = {"piecewise_quadratic": sj_surrogate.PiecewiseQuadratic, "atan": sj_surrogate.ATan}
         self.node = sj_neuron.LIFNode(
             tau=float(tau),
             decay_input=True,
             v_threshold=v_threshold,
             v_reset=0.0,
-            surrogate_function=sj_surrogates[surrogate.name](alpha=surrogate.alpha),
+            surrogate_function=sj_surrogates[self.surrogate.name](alpha=self.surrogate.alpha),
             detach_reset=detach_reset,
             step_mode="m",
         )
