@@ -89,9 +89,10 @@ def train_one_epoch(
                 sums[name] = sums.get(name, 0.0) + value.detach() * y.numel()
             correct += (logits.detach().mean(0).argmax(-1) == y).sum()
         seen += y.numel()
-        if progress and (step % 10 == 0):  # reading values syncs the device, so not every step
+        if not bar.disable and step % 10 == 0:  # reading values syncs the device, so not every step
             rate = seen / (time.perf_counter() - start)
-            bar.set_postfix({k: f"{v.item() / seen:.3f}" for k, v in sums.items()} | {"samples/s": f"{rate:.0f}"})
+            postfix = {k: f"{v.item() / seen:.3f}" for k, v in sums.items()}
+            bar.set_postfix(postfix | {"acc": f"{correct.item() / seen:.3f}", "samples/s": f"{rate:.0f}"})
     elapsed = time.perf_counter() - start
     stats = {name: value.item() / max(seen, 1) for name, value in sums.items()}
     stats.update(acc=correct.item() / max(seen, 1), samples=seen, samples_per_s=seen / elapsed)
