@@ -89,6 +89,12 @@ class ModelConfig:
     """Registered model name (``tks.models.list_models()``)."""
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     """The spiking neuron used in every layer."""
+    norm: Literal["bn", "tdbn", "tebn"] | None = None
+    """Normalisation: BN over T*B, tdBN or TEBN (None: the model's official one)."""
+    connect: Literal["ADD", "AND", "IAND"] | None = None
+    """SEW connect function (SEW models only; None: ADD)."""
+    stem: Literal["imagenet", "cifar"] | None = None
+    """Stem of SEW-ResNet-18/34/50 (None: imagenet)."""
 
 
 @dataclass(frozen=True)

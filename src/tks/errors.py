@@ -22,6 +22,14 @@ class UnknownNameError(TKSError, KeyError):
         return str(self.args[0])  # KeyError would quote the message
 
 
+class OptionError(TKSError, ValueError):
+    """An option that the chosen component does not take."""
+
+
+class StepsError(TKSError, ValueError):
+    """A model asked to run at a number of time steps it cannot handle."""
+
+
 def check_per_step(logits: Any, target: Any) -> None:
     """Raise a clear ``ValueError`` unless ``logits`` is ``[T, B, K]`` and ``target`` is ``[B]``."""
     if logits.dim() != 3:

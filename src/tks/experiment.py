@@ -35,8 +35,8 @@ class TrainResult:
     metrics: dict[str, Any]
 
 
-def build_model(cfg: ModelConfig, info: DatasetInfo) -> nn.Module:
-    """The configured network, sized for the dataset."""
+def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Module:
+    """The configured network, sized for the dataset; ``num_steps`` is the training T (TEBN's maximum)."""
     n = cfg.neuron
     neuron = make_neuron(
         n.engine,
@@ -46,7 +46,17 @@ def build_model(cfg: ModelConfig, info: DatasetInfo) -> nn.Module:
         surrogate_alpha=n.surrogate_alpha,
         detach_reset=n.detach_reset,
     )
-    return create_model(cfg.name, num_classes=info.num_classes, in_channels=info.in_channels, neuron=neuron)
+    return create_model(
+        cfg.name,
+        num_classes=info.num_classes,
+        in_channels=info.in_channels,
+        neuron=neuron,
+        norm=cfg.norm,
+        max_steps=num_steps,
+        v_threshold=n.v_threshold,
+        connect=cfg.connect,
+        stem=cfg.stem,
+    )
 
 
 def _loader(dataset: Dataset, cfg: DataConfig, *, train: bool, seed: int, device: torch.device) -> DataLoader:
@@ -73,7 +83,7 @@ def train(cfg: Config, *, on_epoch_end: Callable[[dict[str, Any]], None] | None 
     device = resolve_device(cfg.run.device)
     train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root)
     test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root)
-    model = build_model(cfg.model, info).to(device)
+    model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
     optimizer = build_optimizer(model, cfg.optim)
 
     run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name)
@@ -127,8 +137,11 @@ def evaluate_checkpoint(
         raise ConfigError(f"--steps must all be >= 1, got {steps}")
     dev = resolve_device(device)
     test_set, info = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
-    model = build_model(cfg.model, info).to(dev)
-    model.load_state_dict(payload["model"])
+    model = build_model(cfg.model, info, cfg.data.num_steps).to(dev)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:  # names differ: a checkpoint from another version or a hand-edited config
+        raise CheckpointError(f"{path}: its weights do not fit model {cfg.model.name!r}: {_first_line(exc)}") from None
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev)
     results = {}
     for t in steps:
@@ -143,3 +156,8 @@ def evaluate_checkpoint(
         },
     )
     return results
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]

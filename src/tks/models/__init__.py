@@ -1,23 +1,55 @@
 """The model registry: ``create_model(name, ...)`` and ``list_models()``.
 
-Every registered model maps ``[T, B, C, H, W]`` to per-step logits ``[T, B, num_classes]`` and holds no loss, no
-targets and no device.
+Every registered model maps ``[T, B, C, H, W]`` to per-step logits ``[T, B, num_classes]``, has
+``forward_features`` (time-averaged penultimate features) and holds no loss, no targets and no device.
+
+| name | network | input |
+|---|---|---|
+| ``spiking_cnn`` | small 3-layer spiking CNN (digits, Fashion-MNIST) | any >= 4x4 |
+| ``vgg_snn`` | VGG-SNN of TET/TKS for event data | 48x48 |
+| ``resnet19`` | spiking ResNet-19, 128-channel stem, tdBN (official TKS) | 32x32 |
+| ``resnet19_tet`` | ResNet-19 with TET's 64-channel stem | 32x32 |
+| ``sew_resnet19`` | SEW-ResNet-19 | 32x32 |
+| ``sew_resnet18/34/50`` | SEW-ResNet with ImageNet stem (``stem="cifar"`` for 32x32) | 224x224 |
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 from torch import nn
 
-from tks.errors import UnknownNameError
+from tks.errors import OptionError, UnknownNameError
+from tks.models.resnet19 import ResNet19
+from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck, SEWResNet, SEWResNet19
 from tks.models.spiking_cnn import SpikingCNN
-from tks.snn import NeuronFactory
+from tks.models.vgg_snn import VGGSNN
+from tks.snn import NeuronFactory, make_neuron
+from tks.snn.layers import NormName, make_norm
 
-ModelBuilder = Callable[..., nn.Module]
 
-MODELS: dict[str, ModelBuilder] = {
-    "spiking_cnn": SpikingCNN,
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered network: its builder, default normalisation and the options it accepts."""
+
+    build: Callable[..., nn.Module]
+    default_norm: NormName = "bn"
+    options: frozenset[str] = frozenset()
+
+
+_SEW_OPTIONS = frozenset({"connect", "stem"})
+
+MODELS: dict[str, ModelSpec] = {
+    "spiking_cnn": ModelSpec(SpikingCNN),
+    "vgg_snn": ModelSpec(VGGSNN),
+    "resnet19": ModelSpec(ResNet19, default_norm="tdbn"),
+    "resnet19_tet": ModelSpec(partial(ResNet19, stem_channels=64), default_norm="tdbn"),
+    "sew_resnet19": ModelSpec(SEWResNet19, options=frozenset({"connect"})),
+    "sew_resnet18": ModelSpec(partial(SEWResNet, block=SEWBasicBlock, layers=(2, 2, 2, 2)), options=_SEW_OPTIONS),
+    "sew_resnet34": ModelSpec(partial(SEWResNet, block=SEWBasicBlock, layers=(3, 4, 6, 3)), options=_SEW_OPTIONS),
+    "sew_resnet50": ModelSpec(partial(SEWResNet, block=SEWBottleneck, layers=(3, 4, 6, 3)), options=_SEW_OPTIONS),
 }
 
 
@@ -32,6 +64,11 @@ def create_model(
     num_classes: int,
     in_channels: int,
     neuron: NeuronFactory | None = None,
+    norm: NormName | None = None,
+    max_steps: int = 4,
+    v_threshold: float = 0.5,
+    connect: str | None = None,
+    stem: str | None = None,
 ) -> nn.Module:
     """Build a registered model.
 
@@ -40,13 +77,30 @@ def create_model(
         num_classes: K, the size of the per-step logits.
         in_channels: channels of the input (3 for RGB, 2 for event polarities).
         neuron: spiking-neuron factory (default: ``tks.snn.make_neuron()``, the official LIF).
+        norm: ``bn``, ``tdbn`` or ``tebn`` (default: the model's official one).
+        max_steps: the largest T a TEBN layer accepts (the training T); unused by the other norms.
+        v_threshold: the threshold tdBN initialises its scale with (match the neuron's).
+        connect: SEW connect function ``ADD`` (default), ``AND`` or ``IAND``; SEW models only.
+        stem: ``imagenet`` (default) or ``cifar``; SEW-ResNet-18/34/50 only.
 
     Raises:
         UnknownNameError: for a name not in the registry, listing the choices.
+        OptionError: for an option the model does not take.
     """
     if name not in MODELS:
         raise UnknownNameError("model", name, list_models())
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, neuron=neuron)
+    spec = MODELS[name]
+    options = {key: value for key, value in (("connect", connect), ("stem", stem)) if value is not None}
+    unsupported = sorted(set(options) - spec.options)
+    if unsupported:
+        raise OptionError(f"model {name!r} has no option {', '.join(unsupported)} (it takes: {sorted(spec.options)})")
+    return spec.build(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=neuron if neuron is not None else make_neuron(),
+        norm=make_norm(norm or spec.default_norm, v_threshold=v_threshold, max_steps=max_steps),
+        **options,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -54,4 +108,4 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-__all__ = ["MODELS", "count_parameters", "create_model", "list_models"]
+__all__ = ["MODELS", "ModelSpec", "count_parameters", "create_model", "list_models"]

@@ -2,12 +2,19 @@
 
 Convolutions, BatchNorm, pooling and linear layers have no memory, so a ``[T, B, ...]`` tensor can be folded into
 ``[T*B, ...]``, processed in one call and unfolded. BatchNorm statistics are then taken over T*B samples, the
-official "layer-by-layer" setting (reference-spec §2, common conventions).
+official "layer-by-layer" setting (reference-spec §2, common conventions). Normalisation layers all take
+``[T, B, C, H, W]`` so that a network can switch between BN, tdBN and TEBN by name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
+import torch
 from torch import Tensor, nn
+
+from tks.errors import StepsError
 
 
 class PerStep(nn.Sequential):
@@ -21,3 +28,73 @@ class PerStep(nn.Sequential):
         steps, batch = x_seq.shape[:2]
         y = super().forward(x_seq.flatten(0, 1))
         return y.unflatten(0, (steps, batch))
+
+
+class TEBN(nn.Module):
+    """Temporal Effective Batch Normalization (Duan et al. 2022), usable at any T up to the T it was built for.
+
+    BatchNorm over (T, B, H, W) per channel with a learnable affine, then a learnable scale p_t per time step:
+    ``y[t] = p_t * BN(x)[t]`` for ``x`` ``[T, B, C, H, W]`` (p initialised to 1). Running at fewer steps uses the
+    first T scales; SpikingJelly's layer fails there. More steps than built for is an error, since no p_t exists.
+
+    Args:
+        channels: C.
+        max_steps: the largest T the layer accepts (the training T).
+    """
+
+    def __init__(self, channels: int, max_steps: int) -> None:
+        super().__init__()
+        if max_steps < 1:
+            raise ValueError(f"TEBN max_steps must be >= 1, got {max_steps}")
+        self.bn = nn.BatchNorm2d(channels)
+        self.scale = nn.Parameter(torch.ones(max_steps))
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Normalise ``x_seq`` ``[T, B, C, H, W]``; same shape out."""
+        steps, batch = x_seq.shape[:2]
+        if steps > self.scale.numel():
+            raise StepsError(
+                f"TEBN was built for at most {self.scale.numel()} time steps (one learned scale per step) "
+                f"and cannot run at T={steps}; evaluate at T <= {self.scale.numel()}"
+            )
+        y = self.bn(x_seq.flatten(0, 1)).unflatten(0, (steps, batch))
+        return y * self.scale[:steps].view(steps, *([1] * (y.dim() - 1)))
+
+
+NormName = Literal["bn", "tdbn", "tebn"]
+NormFactory = Callable[..., nn.Module]
+"""``norm(channels, alpha=1.0)`` builds a normalisation layer for ``[T, B, C, H, W]`` input."""
+
+
+def threshold_dependent_bn(channels: int, alpha: float, v_threshold: float) -> PerStep:
+    """Threshold-dependent BN (tdBN, Zheng et al. 2021): BN over T*B, scale initialised to alpha * V_th, shift 0."""
+    bn = nn.BatchNorm2d(channels)
+    nn.init.constant_(bn.weight, alpha * v_threshold)
+    return PerStep(bn)
+
+
+def make_norm(name: NormName, *, v_threshold: float = 0.5, max_steps: int = 4) -> NormFactory:
+    """A normalisation factory: ``bn`` (statistics over T*B, the official setting), ``tdbn`` or ``tebn``.
+
+    The factory takes ``(channels, alpha=1.0)``; ``alpha`` is tdBN's scale factor (sqrt(1/2) before a residual add,
+    as the tdBN ResNet) and is ignored by the others.
+
+    Args:
+        name: which normalisation.
+        v_threshold: the neuron threshold tdBN scales by.
+        max_steps: the largest T a TEBN layer accepts.
+    """
+
+    def bn(channels: int, alpha: float = 1.0) -> nn.Module:
+        return PerStep(nn.BatchNorm2d(channels))
+
+    def tdbn(channels: int, alpha: float = 1.0) -> nn.Module:
+        return threshold_dependent_bn(channels, alpha, v_threshold)
+
+    def tebn(channels: int, alpha: float = 1.0) -> nn.Module:
+        return TEBN(channels, max_steps)
+
+    factories = {"bn": bn, "tdbn": tdbn, "tebn": tebn}
+    if name not in factories:
+        raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(factories)}")
+    return factories[name]

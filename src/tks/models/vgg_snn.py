@@ -1,0 +1,43 @@
+"""VGG-SNN, the DVS network of TET (Deng et al. 2022) used by TKS for CIFAR10-DVS and N-Caltech101.
+
+64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-AP2-FC (reference-spec §2.1): conv without bias, then
+normalisation, then a spiking neuron; average pooling; one linear layer per step on the flattened 512x3x3 map.
+
+Input:  ``[T, B, in_channels, 48, 48]`` (event frames; other sizes are pooled to 3x3 before the classifier).
+Output: logits ``[T, B, num_classes]``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.snn import NeuronFactory, PerStep
+from tks.snn.layers import NormFactory
+
+STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
+
+
+class VGGSNN(SpikingClassifier):
+    """VGG-SNN (about 9.27 M parameters for K=10, 2 input channels).
+
+    Args:
+        num_classes: K.
+        in_channels: 2 for event polarities.
+        neuron: spiking-neuron factory.
+        norm: normalisation factory (official: BatchNorm over T*B).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stage in STAGES:
+            for width in stage:
+                layers += [conv_norm(channels, width, norm), neuron()]
+                channels = width
+            layers.append(PerStep(nn.AvgPool2d(2)))
+        # A no-op for 48x48 input (already 3x3); lets other sizes reach the 4608-wide classifier.
+        layers.append(PerStep(nn.AdaptiveAvgPool2d(3), nn.Flatten()))
+        self.features = nn.Sequential(*layers)
+        self.classifier = PerStep(nn.Linear(512 * 3 * 3, num_classes))
