@@ -94,3 +94,31 @@ def test_fit_writes_log_and_checkpoint_and_learns(tmp_path):
         model, batches, encode=partial(to_time_major, kind="static", num_steps=3), device=torch.device("cpu")
     )
     assert logits.shape == (3, 64, 2) and torch.equal(targets, y)
+
+
+def test_bf16_autocast_trains_and_predicts_in_fp32_logits(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(32, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    batches = list(zip(x.split(16), y.split(16), strict=True))
+    model = create_model("spiking_cnn", num_classes=2, in_channels=1)
+    optim_cfg = OptimConfig(lr=5e-3, epochs=1, warmup_epochs=0)
+    encode = partial(to_time_major, kind="static", num_steps=2)
+    before = model.classifier[0].weight.clone()
+    fit(
+        model,
+        batches,
+        batches,
+        Criterion(LossConfig()),
+        build_optimizer(model, optim_cfg),
+        optim_cfg,
+        encode=encode,
+        device=torch.device("cpu"),
+        precision="bf16",
+        run_dir=tmp_path,
+        checkpoint_extra={"config": {}},
+    )
+    assert not torch.equal(before, model.classifier[0].weight)  # it trained
+    assert model.classifier[0].weight.dtype == torch.float32  # autocast keeps fp32 master weights
+    logits, _ = predict(model, batches, encode=encode, device=torch.device("cpu"), precision="bf16")
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()

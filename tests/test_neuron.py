@@ -1,7 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from tks.snn import LIF, SpikingJellyLIF, lif_reference, make_neuron, make_surrogate
+from tks.snn.kernels import load_lif_kernel
+from tks.snn.neuron import _FusedLIF, _lif_backward_eager, _lif_forward_eager
 
 PQ2 = make_surrogate("piecewise_quadratic", 2.0)
 
@@ -58,7 +64,64 @@ def test_engines_agree_float32(seed, detach_reset, surrogate):
         out[engine] = (s, xx.grad)
     assert out["tks"][0].mean() > 0.05  # the test exercises real spikes and resets
     assert torch.equal(out["tks"][0], out["spikingjelly"][0])
-    torch.testing.assert_close(out["tks"][1], out["spikingjelly"][1], rtol=0, atol=1e-6)
+    # same operations in the same order: bit-identical gradients with the official detached reset
+    tolerance = 0.0 if detach_reset else 1e-6
+    torch.testing.assert_close(out["tks"][1], out["spikingjelly"][1], rtol=0, atol=tolerance)
+
+
+@pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("detach_reset", [True, False])
+@pytest.mark.parametrize("surrogate", ["piecewise_quadratic", "atan"])
+def test_cpu_kernel_equals_eager_path(dtype, detach_reset, surrogate):
+    sur = make_surrogate(surrogate, 2.0)
+    x = torch.randn(6, 3000, dtype=dtype)
+    grad = torch.randn_like(x)
+    spikes, h = _lif_forward_eager(x, 2.0, 0.5)
+    a = x.clone().requires_grad_()
+    kernel_spikes = _FusedLIF.apply(a, 2.0, 0.5, sur, detach_reset)
+    kernel_spikes.backward(grad)
+    assert torch.equal(kernel_spikes, spikes)
+    assert torch.equal(a.grad, _lif_backward_eager(grad, h, 2.0, 0.5, sur, detach_reset))
+
+
+@pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
+def test_cpu_kernel_bfloat16_is_close_to_float64():
+    x = torch.randn(4, 5000, dtype=torch.float64)
+    exact = LIF()(x)
+    low = LIF()(x.to(torch.bfloat16))
+    assert low.dtype == torch.bfloat16
+    assert (low.double() != exact).float().mean() < 0.01  # rounding the input to bf16 flips a few spikes
+
+
+def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
+    code = (
+        "import warnings, torch\n"
+        "from tks.snn import LIF\n"
+        "from tks.snn.kernels import load_lif_kernel\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    lib = load_lif_kernel()\n"
+        "x = torch.full((3, 2), 0.6)\n"
+        "print(lib is None, LIF()(x).flatten().tolist(), [str(m.message)[:60] for m in w])\n"
+    )
+    disabled = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TKS_LIF_KERNEL": "0"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert disabled.stdout.startswith("True [0.0, 0.0, 0.0, 0.0, 1.0, 1.0] []")
+    no_compiler = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "CC": "false", "TKS_CACHE": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert no_compiler.stdout.startswith("True [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]")
+    assert "could not build the fused LIF CPU kernel" in no_compiler.stdout
 
 
 @pytest.mark.parametrize("engine", ["tks", "spikingjelly"])

@@ -183,6 +183,8 @@ class RunConfig:
     """Parent folder of the run folders."""
     progress: bool = True
     """Show a progress bar per epoch."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """``bf16``: bfloat16 autocast for the forward pass (CPU with AVX-512/AMX, or CUDA); losses stay fp32."""
 
     def __post_init__(self) -> None:
         _require(

@@ -7,6 +7,7 @@ atomically).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -49,6 +50,15 @@ def lr_at(epoch: int, cfg: OptimConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of a precision: bfloat16 autocast for ``bf16``, nothing for ``fp32``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: Batches,
@@ -59,6 +69,7 @@ def train_one_epoch(
     epoch: int,
     epochs: int,
     device: torch.device,
+    precision: str = "fp32",
     progress: bool = False,
 ) -> dict[str, float]:
     """One pass over the training batches.
@@ -78,7 +89,8 @@ def train_one_epoch(
     )
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(encode(x))  # [T, B, K]
+        with autocast(device, precision):
+            logits = model(encode(x)).float()  # [T, B, K]; the loss is computed in fp32
         out = criterion(logits, y, epoch=epoch, epochs=epochs)
         optimizer.zero_grad(set_to_none=True)
         out.total.backward()
@@ -100,7 +112,9 @@ def train_one_epoch(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, batches: Batches, *, encode: Encoder, device: torch.device) -> tuple[Tensor, Tensor]:
+def predict(
+    model: nn.Module, batches: Batches, *, encode: Encoder, device: torch.device, precision: str = "fp32"
+) -> tuple[Tensor, Tensor]:
     """Per-step logits of a whole evaluation set.
 
     Returns:
@@ -109,7 +123,8 @@ def predict(model: nn.Module, batches: Batches, *, encode: Encoder, device: torc
     model.eval()
     logits, targets = [], []
     for x, y in batches:
-        logits.append(model(encode(x.to(device, non_blocking=True))).float().cpu())
+        with autocast(device, precision):
+            logits.append(model(encode(x.to(device, non_blocking=True))).float().cpu())
         targets.append(y)
     if not logits:
         raise ValueError("the evaluation set is empty")
@@ -128,6 +143,7 @@ def fit(
     device: torch.device,
     run_dir: Path,
     checkpoint_extra: dict[str, Any],
+    precision: str = "fp32",
     progress: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -155,9 +171,10 @@ def fit(
             epoch=epoch,
             epochs=epochs,
             device=device,
+            precision=precision,
             progress=progress,
         )
-        logits, targets = predict(model, test_batches, encode=encode, device=device)
+        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision)
         final = classification_metrics(logits, targets)
         record = {
             "epoch": epoch + 1,

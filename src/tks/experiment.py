@@ -97,6 +97,7 @@ def train(cfg: Config, *, on_epoch_end: Callable[[dict[str, Any]], None] | None 
         cfg.optim,
         encode=partial(to_time_major, kind=info.kind, num_steps=cfg.data.num_steps),
         device=device,
+        precision=cfg.run.precision,
         run_dir=run_dir,
         checkpoint_extra={"config": to_dict(cfg)},
         progress=cfg.run.progress,

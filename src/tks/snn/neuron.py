@@ -2,7 +2,7 @@
 
 Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (reference-spec §1.1):
 
-    H_t = V_{t-1} + (I_t - V_{t-1}) / tau = (1 - 1/tau) V_{t-1} + I_t / tau    (charge; the input is divided by tau)
+    H_t = V_{t-1} + (I_t - V_{t-1}) / tau   [= (1 - 1/tau) V_{t-1} + I_t / tau]   (charge; input divided by tau)
     S_t = H(H_t - V_th)                                                         (fire; strict ">")
     V_t = H_t (1 - S_t)                                                         (hard reset; S_t detached by default)
 
@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from tks.snn.kernels import SUFFIXES, load_lif_kernel
 from tks.snn.surrogate import Surrogate, make_surrogate, spike
 
 NeuronFactory = Callable[[], nn.Module]
@@ -90,16 +91,62 @@ def lif_reference(
     return torch.stack(spikes), torch.stack(membrane)
 
 
+SURROGATE_CODES = {"piecewise_quadratic": 0, "atan": 1}  # as lif_cpu.c numbers them
+
+
+def _cpu_kernel(x: Tensor, surrogate: Surrogate) -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """The compiled (forward, backward) pair for this input, or None where the eager path must be used."""
+    if x.device.type != "cpu" or x.dtype not in SUFFIXES or surrogate.name not in SURROGATE_CODES or x.numel() == 0:
+        return None
+    library = load_lif_kernel()
+    if library is None:
+        return None
+    suffix = SUFFIXES[x.dtype]
+    return getattr(library, f"lif_forward_{suffix}"), getattr(library, f"lif_backward_{suffix}")
+
+
+def _lif_forward_eager(x_seq: Tensor, tau: float, v_threshold: float) -> tuple[Tensor, Tensor]:
+    h_seq = torch.empty_like(x_seq)
+    v = torch.zeros_like(x_seq[0])
+    for t in range(x_seq.shape[0]):
+        h_t = torch.add(v, (x_seq[t] - v) / tau, out=h_seq[t])  # V + (I - V) / tau, the official operation order
+        v = h_t.masked_fill(h_t > v_threshold, 0.0)
+    return (h_seq > v_threshold).to(x_seq.dtype), h_seq
+
+
+def _lif_backward_eager(
+    grad_spikes: Tensor, h_seq: Tensor, tau: float, v_threshold: float, surrogate: Surrogate, detach_reset: bool
+) -> Tensor:
+    surrogate_grad = surrogate.derivative(h_seq - v_threshold)
+    dv_dh = (h_seq <= v_threshold).to(h_seq.dtype)
+    if not detach_reset:
+        dv_dh = dv_dh - h_seq * surrogate_grad
+    direct = grad_spikes * surrogate_grad  # the path through S_t, for all steps at once
+    grad_x = torch.empty_like(h_seq)
+    carry = torch.zeros_like(h_seq[0])  # G_t: what V_t receives from step t + 1
+    for t in range(h_seq.shape[0] - 1, -1, -1):
+        grad_h = direct[t] + carry * dv_dh[t]
+        torch.div(grad_h, tau, out=grad_x[t])
+        carry = grad_h - grad_h / tau  # dH_{t+1}/dV_t = 1 - 1/tau
+    return grad_x
+
+
 class _FusedLIF(torch.autograd.Function):
     """All T steps of the LIF as one autograd node.
 
     Forward keeps only H (the membrane before firing) for backward; S and the reset mask are recomputed from it.
-    Backward, with decay = 1 - 1/tau and G_t the gradient arriving at V_t from step t+1 (G_T = 0):
+    Backward, with G_t the gradient arriving at V_t from step t+1 (G_T = 0):
 
         dL/dH_t = dL/dS_t * g'(H_t - V_th) + G_t * dV_t/dH_t
         dV_t/dH_t = 1 - S_t                                       (reset detached)
                   = 1 - S_t - H_t * g'(H_t - V_th)                 (reset not detached)
-        dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t * decay
+        dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t - dL/dH_t / tau
+
+    The operations and their order are those of the official code and of SpikingJelly's CPU reference, so the
+    engines agree bit for bit (except on inputs exactly at threshold, where SpikingJelly fires).
+
+    On the CPU (float32, float64, bfloat16; the built-in surrogates) both directions run in the compiled kernel of
+    ``tks.snn.kernels``, one pass over memory each; elsewhere in PyTorch ops with a loop over T.
     """
 
     @staticmethod
@@ -111,29 +158,51 @@ class _FusedLIF(torch.autograd.Function):
         surrogate: Surrogate,
         detach_reset: bool,
     ) -> Tensor:
-        decay = 1.0 - 1.0 / tau
-        h_seq = x_seq / tau  # the input term of every step at once; the loop adds the leak in place
-        v = torch.zeros_like(h_seq[0])
-        for t in range(h_seq.shape[0]):
-            h_t = h_seq[t].add_(v, alpha=decay)
-            v = h_t.masked_fill(h_t > v_threshold, 0.0)
+        kernel = _cpu_kernel(x_seq, surrogate)
+        if kernel is None:
+            spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
+        else:
+            x = x_seq.contiguous()
+            spikes, h_seq = torch.empty_like(x), torch.empty_like(x)
+            steps = x.shape[0]
+            kernel[0](
+                x.data_ptr(),
+                spikes.data_ptr(),
+                h_seq.data_ptr(),
+                steps,
+                x.numel() // steps,
+                tau,
+                v_threshold,
+                torch.get_num_threads(),
+            )
         ctx.save_for_backward(h_seq)
         ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset = tau, v_threshold, surrogate, detach_reset
-        return (h_seq > v_threshold).to(x_seq.dtype)
+        return spikes
 
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor | None, ...]:
         (h_seq,) = ctx.saved_tensors
-        tau, v_threshold = ctx.tau, ctx.v_threshold
-        decay = 1.0 - 1.0 / tau
-        surrogate_grad = ctx.surrogate.derivative(h_seq - v_threshold)
-        not_fired = (h_seq <= v_threshold).to(h_seq.dtype)
-        dv_dh = not_fired if ctx.detach_reset else not_fired - h_seq * surrogate_grad
-        grad_h = grad_spikes * surrogate_grad  # the direct path through S_t, for all steps at once
-        for t in range(h_seq.shape[0] - 2, -1, -1):
-            # grad_h[t+1] is final here: add what V_t receives from step t+1 through the leak.
-            grad_h[t].addcmul_(grad_h[t + 1], dv_dh[t], value=decay)
-        return grad_h.div_(tau), None, None, None, None
+        kernel = _cpu_kernel(h_seq, ctx.surrogate)
+        if kernel is None:
+            grad_x = _lif_backward_eager(grad_spikes, h_seq, ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset)
+        else:
+            grad = grad_spikes.contiguous().to(h_seq.dtype)
+            grad_x = torch.empty_like(h_seq)
+            steps = h_seq.shape[0]
+            kernel[1](
+                grad.data_ptr(),
+                h_seq.data_ptr(),
+                grad_x.data_ptr(),
+                steps,
+                h_seq.numel() // steps,
+                ctx.tau,
+                ctx.v_threshold,
+                ctx.surrogate.alpha,
+                SURROGATE_CODES[ctx.surrogate.name],
+                int(ctx.detach_reset),
+                torch.get_num_threads(),
+            )
+        return grad_x, None, None, None, None
 
 
 class LIF(nn.Module):
