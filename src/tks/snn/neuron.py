@@ -163,12 +163,14 @@ class _FusedLIF(torch.autograd.Function):
             spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
         else:
             x = x_seq.contiguous()
-            spikes, h_seq = torch.empty_like(x), torch.empty_like(x)
+            spikes = torch.empty_like(x)
+            # Inference needs no membrane record: skip writing it (a third of the kernel's memory traffic).
+            h_seq = torch.empty_like(x) if ctx.needs_input_grad[0] else torch.empty(0, dtype=x.dtype)
             steps = x.shape[0]
             kernel[0](
                 x.data_ptr(),
                 spikes.data_ptr(),
-                h_seq.data_ptr(),
+                h_seq.data_ptr() if h_seq.numel() else None,
                 steps,
                 x.numel() // steps,
                 tau,

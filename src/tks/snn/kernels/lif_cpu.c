@@ -49,7 +49,7 @@ static inline uint16_t f32_to_bf16(float f) {
                     const STORE_T hs = STORE(v[i] + (xv - v[i]) / tau);                                             \
                     const COMPUTE_T hv = LOAD(hs); /* continue from the stored value, as the eager loop */         \
                     const int fired = hv > vth;                                                                    \
-                    h[off + i] = hs;                                                                               \
+                    if (h) h[off + i] = hs; /* NULL when no backward will run */                                   \
                     s[off + i] = STORE((COMPUTE_T)fired);                                                          \
                     v[i] = fired ? (COMPUTE_T)0 : hv;                                                              \
                 }                                                                                                  \
