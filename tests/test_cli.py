@@ -19,7 +19,8 @@ def trained_run(tmp_path_factory):
 
 def test_train_writes_the_run_folder(trained_run):
     assert trained_run.name.startswith("cli-")
-    assert {p.name for p in trained_run.iterdir()} == {"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt"}
+    expected = {"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "best.pt"}
+    assert {p.name for p in trained_run.iterdir()} == expected
     cfg = load_config(trained_run / "config.yaml")
     assert cfg.optim.epochs == 2 and cfg.data.num_steps == 2
     assert len((trained_run / "log.jsonl").read_text().splitlines()) == 2

@@ -7,6 +7,7 @@ with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,15 +36,30 @@ def _epoch_line(record: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``tks train [CONFIG] [--set KEY=VALUE ...]``."""
-    from tks.config import load_config
-    from tks.experiment import train
+    from tks.config import ConfigError, load_config
+    from tks.experiment import resume, train
 
-    cfg = load_config(args.config, args.set)
-    result = train(cfg, on_epoch_end=lambda record: print(_epoch_line(record), flush=True))
+    def show(record: dict[str, Any]) -> None:
+        print(_epoch_line(record), flush=True)
+
+    if args.resume:
+        if args.config or args.set:
+            raise ConfigError("--resume continues a run with its stored config; drop CONFIG and --set")
+        result = resume(args.resume, on_epoch_end=show)
+    else:
+        result = train(load_config(args.config, args.set), on_epoch_end=show)
+    if result.metrics.get("world_size", 1) > 1 and not _is_main_process():
+        return 0
+    m = result.metrics
     print()
-    print(format_results({cfg.data.num_steps: result.metrics}))
-    print(f"\ntrained in {result.metrics['train_seconds']:.1f} s; run folder: {result.run_dir}")
+    print(format_results({m["num_steps"]: m}))
+    print(f"best test top-1 {100 * m['best_top1']:.2f}% at epoch {m['best_epoch']}")
+    print(f"\ntrained in {m['train_seconds']:.1f} s; run folder: {result.run_dir}")
     return 0
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -76,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("train", help="train a model from a config file (default: the bundled digits recipe)")
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: built-in digits recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.alpha=0.3")
+    p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR where it stopped")
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")

@@ -157,6 +157,10 @@ class OptimConfig:
     """Learning rate of epoch 0 when warming up."""
     min_lr: float = 1e-5
     """Floor of the cosine schedule."""
+    accumulate: int = 1
+    """Gradient accumulation: step the optimizer every this many batches (effective batch = batch_size x this)."""
+    linear_scaling: bool = False
+    """Scale lr by (batch_size x world size x accumulate) / 1024, as the official code does unannounced."""
 
     def __post_init__(self) -> None:
         _require(self.lr > 0.0, f"optim.lr must be > 0, got {self.lr}")
@@ -167,6 +171,7 @@ class OptimConfig:
             f"optim.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}",
         )
         _require(self.warmup_lr >= 0.0 and self.min_lr >= 0.0, "optim.warmup_lr and optim.min_lr must be >= 0")
+        _require(self.accumulate >= 1, f"optim.accumulate must be >= 1, got {self.accumulate}")
 
 
 @dataclass(frozen=True)
@@ -183,8 +188,17 @@ class RunConfig:
     """Parent folder of the run folders."""
     progress: bool = True
     """Show a progress bar per epoch."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """``bf16``: bfloat16 autocast for the forward pass (CPU with AVX-512/AMX, or CUDA); losses stay fp32."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast of the forward pass: ``bf16`` (CPU with AVX-512/AMX, or CUDA), ``fp16`` (CUDA, with gradient
+    scaling); losses and weights stay fp32."""
+    compile: bool = False
+    """Run the model through ``torch.compile``."""
+    channels_last: bool = False
+    """Keep conv activations in channels-last memory layout (faster convolutions on recent GPUs)."""
+    deterministic: bool = False
+    """Use only deterministic algorithms, so that a run (and a resumed run) repeats bit for bit."""
+    tensorboard: bool = False
+    """Also write TensorBoard scalars to ``<run folder>/tensorboard``."""
 
     def __post_init__(self) -> None:
         _require(

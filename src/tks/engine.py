@@ -1,31 +1,64 @@
 """The training loop: trains whatever model, loaders and criterion it is given.
 
 It knows no model family and no dataset; ``encode`` turns a loader batch into the time-major input ``[T, B, ...]``.
-Files written into the run folder: ``log.jsonl`` (one line per epoch) and ``checkpoint.pt`` (after every epoch,
-atomically).
+Files written into the run folder (by the main process only): ``log.jsonl`` (one line per epoch), ``checkpoint.pt``
+(after every epoch, atomically) and ``best.pt`` (the epoch with the best test top-1, as the official code keeps).
+A checkpoint holds everything needed to continue exactly: weights, optimizer, gradient scaler, completed epochs,
+best score and the random-number-generator states.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tks.checkpoint import save_checkpoint
+from tks.checkpoint import copy_checkpoint, save_checkpoint
 from tks.config import OptimConfig
+from tks.distributed import Dist, all_gather_objects, all_reduce_sum
+from tks.errors import TKSError
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
 from tks.utils import append_jsonl
 
 Encoder = Callable[[Tensor], Tensor]
 Batches = Iterable[tuple[Tensor, Tensor]]
+SINGLE = Dist.single()
+
+
+class NonFiniteLossError(TKSError):
+    """The loss became NaN or infinite; training stopped before the weights were updated with it."""
+
+
+@dataclass
+class FitState:
+    """Progress that a checkpoint carries from one process to the next."""
+
+    epoch: int = 0
+    """Completed epochs."""
+    best_top1: float = -1.0
+    """Best test top-1 so far."""
+    best_epoch: int = 0
+    """The (1-based) epoch that reached it."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel and ``torch.compile`` wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -51,12 +84,35 @@ def lr_at(epoch: int, cfg: OptimConfig) -> float:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of a precision: bfloat16 autocast for ``bf16``, nothing for ``fp32``."""
+    """The autocast context of a precision: ``fp32`` none, ``bf16`` bfloat16, ``fp16`` float16 (CUDA only)."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision in ("bf16", "fp16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+    raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain values (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, python_state, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 def train_one_epoch(
@@ -70,31 +126,51 @@ def train_one_epoch(
     epochs: int,
     device: torch.device,
     precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    accumulate: int = 1,
+    dist: Dist = SINGLE,
     progress: bool = False,
 ) -> dict[str, float]:
     """One pass over the training batches.
 
+    The optimizer steps every ``accumulate`` batches (and after the last), on gradients averaged over them; under
+    DistributedDataParallel the gradients are synchronised only on those steps.
+
+    Raises:
+        NonFiniteLossError: when a loss is NaN or infinite (before any weight sees it).
+
     Returns:
-        Mean loss parts (``loss`` and e.g. ``ce``, ``tks``), ``acc`` (top-1 of the time-mean logits),
-        ``samples`` and ``samples_per_s``.
+        Mean loss parts (``loss`` and e.g. ``ce``, ``tks``), ``acc`` (top-1 of the time-mean logits), ``samples``
+        and ``samples_per_s``, summed over all processes.
     """
     model.train()
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), device=device)
     seen = 0
     start = time.perf_counter()
+    total = len(batches) if hasattr(batches, "__len__") else None
     # disable=None: draw only on a terminal, so logs and CI output stay clean
-    bar = tqdm(
-        batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None if progress else True, unit="batch"
-    )
+    show = progress and dist.is_main
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None if show else True, unit="batch")
+    optimizer.zero_grad(set_to_none=True)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(encode(x)).float()  # [T, B, K]; the loss is computed in fp32
-        out = criterion(logits, y, epoch=epoch, epochs=epochs)
-        optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
-        optimizer.step()
+        update = (step + 1) % accumulate == 0 or (total is not None and step + 1 == total)
+        sync = contextlib.nullcontext() if update or not dist.enabled else model.no_sync()
+        with sync:
+            with autocast(device, precision):
+                logits = model(encode(x)).float()  # [T, B, K]; the loss is computed in fp32
+            out = criterion(logits, y, epoch=epoch, epochs=epochs)
+            _check_finite(out.total, epoch, step, dist)
+            loss = out.total / accumulate
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        if update:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
         with torch.no_grad():
             for name, value in {"loss": out.total, **out.parts}.items():
@@ -106,16 +182,35 @@ def train_one_epoch(
             postfix = {k: f"{v.item() / seen:.3f}" for k, v in sums.items()}
             bar.set_postfix(postfix | {"acc": f"{correct.item() / seen:.3f}", "samples/s": f"{rate:.0f}"})
     elapsed = time.perf_counter() - start
-    stats = {name: value.item() / max(seen, 1) for name, value in sums.items()}
-    stats.update(acc=correct.item() / max(seen, 1), samples=seen, samples_per_s=seen / elapsed)
+    totals = all_reduce_sum({**sums, "correct": correct, "seen": torch.tensor(float(seen), device=device)}, dist)
+    seen_all = max(totals.pop("seen").item(), 1.0)
+    stats = {name: value.item() / seen_all for name, value in totals.items() if name != "correct"}
+    stats.update(acc=totals["correct"].item() / seen_all, samples=int(seen_all), samples_per_s=seen_all / elapsed)
     return stats
+
+
+def _check_finite(loss: Tensor, epoch: int, step: int, dist: Dist) -> None:
+    finite = torch.isfinite(loss.detach()).float()
+    if dist.enabled:  # every process must stop together, or the others wait forever in the next all-reduce
+        finite = all_reduce_sum({"finite": finite}, dist)["finite"] / dist.world_size
+    if finite.item() < 1.0:
+        raise NonFiniteLossError(
+            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped before the "
+            "weights were updated, and the checkpoint of the last completed epoch is kept"
+        )
 
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, batches: Batches, *, encode: Encoder, device: torch.device, precision: str = "fp32"
+    model: nn.Module,
+    batches: Batches,
+    *,
+    encode: Encoder,
+    device: torch.device,
+    precision: str = "fp32",
+    dist: Dist = SINGLE,
 ) -> tuple[Tensor, Tensor]:
-    """Per-step logits of a whole evaluation set.
+    """Per-step logits of a whole evaluation set (each process's share, gathered from all processes).
 
     Returns:
         ``(logits [T, N, K], targets [N])`` on the CPU, in float32.
@@ -125,7 +220,10 @@ def predict(
     for x, y in batches:
         with autocast(device, precision):
             logits.append(model(encode(x.to(device, non_blocking=True))).float().cpu())
-        targets.append(y)
+        targets.append(y.cpu())
+    parts = all_gather_objects((logits, targets), dist)
+    logits = [chunk for part_logits, _ in parts for chunk in part_logits]
+    targets = [chunk for _, part_targets in parts for chunk in part_targets]
     if not logits:
         raise ValueError("the evaluation set is empty")
     return torch.cat(logits, dim=1), torch.cat(targets)
@@ -144,21 +242,33 @@ def fit(
     run_dir: Path,
     checkpoint_extra: dict[str, Any],
     precision: str = "fp32",
+    scaler: torch.amp.GradScaler | None = None,
+    accumulate: int = 1,
+    state: FitState | None = None,
+    dist: Dist = SINGLE,
     progress: bool = False,
+    tensorboard: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train for ``optim_cfg.epochs`` epochs, evaluating on the test set after each.
+    """Train from ``state.epoch`` to ``optim_cfg.epochs``, evaluating on the test set after each epoch.
 
-    Every epoch appends a record to ``run_dir/log.jsonl`` and rewrites ``run_dir/checkpoint.pt`` (model, optimizer,
-    completed epochs, and ``checkpoint_extra``, e.g. the config).
+    Every epoch the main process appends a record to ``run_dir/log.jsonl``, rewrites ``run_dir/checkpoint.pt``
+    (plus ``checkpoint_extra``, e.g. the config) and copies it to ``best.pt`` when the test top-1 improved.
+    Samplers with ``set_epoch`` (DistributedSampler) get the epoch, so the data order depends only on the epoch.
 
     Returns:
-        ``classification_metrics`` of the final model on the test set, plus ``train_seconds``.
+        ``classification_metrics`` of the final model on the test set, plus ``best_top1``, ``best_epoch`` and
+        ``train_seconds``.
     """
+    state = state or FitState()
     epochs = optim_cfg.epochs
     start = time.perf_counter()
     final: dict[str, Any] = {}
-    for epoch in range(epochs):
+    writer = _tensorboard_writer(run_dir) if tensorboard and dist.is_main else None
+    sampler = getattr(train_batches, "sampler", None)
+    for epoch in range(state.epoch, epochs):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
         lr = lr_at(epoch, optim_cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -172,10 +282,17 @@ def fit(
             epochs=epochs,
             device=device,
             precision=precision,
+            scaler=scaler,
+            accumulate=accumulate,
+            dist=dist,
             progress=progress,
         )
-        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision)
+        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision, dist=dist)
         final = classification_metrics(logits, targets)
+        improved = final["top1"] > state.best_top1
+        if improved:
+            state.best_top1, state.best_epoch = final["top1"], epoch + 1
+        state.epoch = epoch + 1
         record = {
             "epoch": epoch + 1,
             "lr": lr,
@@ -184,11 +301,48 @@ def fit(
             "test": {k: final[k] for k in ("top1", "top5", "aurc", "per_step")},
             "elapsed_s": time.perf_counter() - start,
         }
-        append_jsonl(run_dir / "log.jsonl", record)
-        save_checkpoint(
-            run_dir / "checkpoint.pt",
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, **checkpoint_extra},
-        )
-        if on_epoch_end is not None:
-            on_epoch_end(record)
-    return {**final, "train_seconds": time.perf_counter() - start}
+        if dist.is_main:
+            append_jsonl(run_dir / "log.jsonl", record)
+            payload = {
+                "model": unwrap(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": state.epoch,
+                "best_top1": state.best_top1,
+                "best_epoch": state.best_epoch,
+                "rng": rng_state(),
+                **checkpoint_extra,
+            }
+            save_checkpoint(run_dir / "checkpoint.pt", payload)
+            if improved:
+                copy_checkpoint(run_dir / "checkpoint.pt", run_dir / "best.pt")
+            if writer is not None:
+                _write_scalars(writer, record)
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+    if writer is not None:
+        writer.close()
+    return {
+        **final,
+        "best_top1": state.best_top1,
+        "best_epoch": state.best_epoch,
+        "train_seconds": time.perf_counter() - start,
+    }
+
+
+def _tensorboard_writer(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # tensorboard is an optional package
+        raise TKSError(f"run.tensorboard needs the tensorboard package (pip install tensorboard): {exc}") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _write_scalars(writer: Any, record: dict[str, Any]) -> None:
+    epoch = record["epoch"]
+    writer.add_scalar("lr", record["lr"], epoch)
+    writer.add_scalar("tks_weight", record["tks_weight"], epoch)
+    for key, value in record["train"].items():
+        writer.add_scalar(f"train/{key}", value, epoch)
+    for key in ("top1", "top5", "aurc"):
+        writer.add_scalar(f"test/{key}", record["test"][key], epoch)

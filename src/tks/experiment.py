@@ -1,25 +1,26 @@
 """Turn a ``Config`` into objects and run them: the one place that builds models, data and losses from config.
 
-``train(cfg)`` is what ``tks train`` runs; ``evaluate_checkpoint(path, steps)`` is what ``tks eval`` runs. Both write
-their results to files in the run folder and return them; printing is left to the CLI.
+``train(cfg)`` and ``resume(run_dir)`` are what ``tks train`` runs; ``evaluate_checkpoint(path, steps)`` is what
+``tks eval`` runs. They write their results to files in the run folder and return them; printing is left to the CLI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
 from tks.data import DatasetInfo, build_dataset, to_time_major
-from tks.engine import build_optimizer, fit, predict
+from tks.distributed import Dist, init_from_env, shutdown
+from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
 from tks.models import create_model
@@ -29,10 +30,11 @@ from tks.utils import make_run_dir, resolve_device, seed_everything, write_json
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where a run was written and its final test metrics."""
+    """Where a run was written, its final test metrics and the trained model."""
 
     run_dir: Path
     metrics: dict[str, Any]
+    model: nn.Module
 
 
 def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Module:
@@ -59,52 +61,160 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
     )
 
 
-def _loader(dataset: Dataset, cfg: DataConfig, *, train: bool, seed: int, device: torch.device) -> DataLoader:
+class _Shard(Sampler[int]):
+    """Every ``world_size``-th index from ``rank``: each sample evaluated exactly once across processes."""
+
+    def __init__(self, length: int, dist: Dist) -> None:
+        self.indices = range(dist.rank, length, dist.world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def _loader(
+    dataset: Dataset, cfg: DataConfig, *, train: bool, seed: int, device: torch.device, dist: Dist
+) -> DataLoader:
+    if train:  # shuffled by (seed, epoch) only, so a resumed run sees the same order; split across processes
+        sampler: Sampler[int] = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True, seed=seed)
+    else:
+        sampler = _Shard(len(dataset), dist)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size if train else cfg.eval_batch_size,
-        shuffle=train,
+        sampler=sampler,
         drop_last=train,  # as the official loaders: every step sees a full batch
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed) if train else None,
     )
 
 
 def train(cfg: Config, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
-    """Train the configured model, writing ``config.yaml``, ``log.jsonl``, ``checkpoint.pt``, ``metrics.json``.
+    """Train the configured model in a new run folder.
+
+    Writes ``config.yaml``, ``log.jsonl``, ``checkpoint.pt``, ``best.pt`` and ``metrics.json``. Under ``torchrun``
+    every process trains its share and only rank 0 writes.
 
     Args:
         cfg: the experiment.
-        on_epoch_end: called with each epoch's log record (the CLI prints it).
+        on_epoch_end: called with each epoch's log record on rank 0 (the CLI prints it).
     """
-    seed_everything(cfg.run.seed)
-    device = resolve_device(cfg.run.device)
-    train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root)
-    test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root)
-    model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
-    optimizer = build_optimizer(model, cfg.optim)
+    return _run(cfg, None, None, on_epoch_end)
 
-    run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
-    metrics = fit(
-        model,
-        _loader(train_set, cfg.data, train=True, seed=cfg.run.seed, device=device),
-        _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=device),
-        Criterion(cfg.loss),
-        optimizer,
-        cfg.optim,
-        encode=partial(to_time_major, kind=info.kind, num_steps=cfg.data.num_steps),
-        device=device,
-        precision=cfg.run.precision,
-        run_dir=run_dir,
-        checkpoint_extra={"config": to_dict(cfg)},
-        progress=cfg.run.progress,
-        on_epoch_end=on_epoch_end,
-    )
-    write_json(run_dir / "metrics.json", metrics)
-    return TrainResult(run_dir, metrics)
+
+def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Continue a run from its ``checkpoint.pt``: weights, optimizer, scaler, epoch, best score, RNG states.
+
+    The config is the one stored in the checkpoint. With ``run.deterministic`` on the CPU the result equals the
+    uninterrupted run bit for bit.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder not found: {run_dir}")
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    return _run(_stored_config(payload, run_dir / "checkpoint.pt"), run_dir, payload, on_epoch_end)
+
+
+def _stored_config(payload: dict[str, Any], path: Path) -> Config:
+    try:
+        return from_dict(Config, payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its stored config is invalid for this version of tks: {exc}") from None
+
+
+def _run(
+    cfg: Config,
+    run_dir: Path | None,
+    payload: dict[str, Any] | None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
+    dist = init_from_env(cfg.run.device)
+    try:
+        seed_everything(cfg.run.seed)
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True)
+        device = resolve_device(cfg.run.device)
+        if device.type == "cuda" and dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        if cfg.run.precision == "fp16" and device.type != "cuda":
+            raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
+        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root)
+        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root)
+        model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
+        if cfg.run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optim_cfg = cfg.optim
+        if optim_cfg.linear_scaling:
+            batch = cfg.data.batch_size * dist.world_size * optim_cfg.accumulate
+            optim_cfg = replace(optim_cfg, lr=optim_cfg.lr * batch / 1024)
+        optimizer = build_optimizer(model, optim_cfg)
+        scaler = torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None
+        state = FitState()
+        if payload is not None:
+            _restore(payload, model, optimizer, scaler, state, run_dir)
+        if cfg.run.compile:
+            model = torch.compile(model)
+        if dist.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+        if run_dir is None:
+            run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name) if dist.is_main else Path(cfg.run.out_dir)
+            if dist.is_main:
+                (run_dir / "config.yaml").write_text(dump_config(cfg))
+        metrics = fit(
+            model,
+            _loader(train_set, cfg.data, train=True, seed=cfg.run.seed, device=device, dist=dist),
+            _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=dist),
+            Criterion(cfg.loss),
+            optimizer,
+            optim_cfg,
+            encode=partial(to_time_major, kind=info.kind, num_steps=cfg.data.num_steps),
+            device=device,
+            precision=cfg.run.precision,
+            scaler=scaler,
+            accumulate=optim_cfg.accumulate,
+            state=state,
+            dist=dist,
+            run_dir=run_dir,
+            checkpoint_extra={"config": to_dict(cfg)},
+            progress=cfg.run.progress,
+            tensorboard=cfg.run.tensorboard,
+            on_epoch_end=on_epoch_end,
+        )
+        metrics.update(world_size=dist.world_size, lr=optim_cfg.lr)
+        if dist.is_main:
+            write_json(run_dir / "metrics.json", metrics)
+        return TrainResult(run_dir, metrics, unwrap(model))
+    finally:
+        shutdown(dist)
+
+
+def _restore(
+    payload: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    state: FitState,
+    run_dir: Path | None,
+) -> None:
+    _load_weights(model, payload, run_dir)
+    optimizer.load_state_dict(payload["optimizer"])
+    if scaler is not None and payload.get("scaler"):
+        scaler.load_state_dict(payload["scaler"])
+    state.epoch, state.best_top1, state.best_epoch = payload["epoch"], payload["best_top1"], payload["best_epoch"]
+    set_rng_state(payload["rng"])  # last: building the model above drew from the generators
+
+
+def _load_weights(model: nn.Module, payload: dict[str, Any], where: Path | str | None) -> None:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:  # names differ: a checkpoint from another version or a hand-edited config
+        name = payload["config"].get("model", {}).get("name")
+        raise CheckpointError(f"{where}: its weights do not fit model {name!r}: {_first_line(exc)}") from None
 
 
 def evaluate_checkpoint(
@@ -129,21 +239,15 @@ def evaluate_checkpoint(
         ``{T: classification_metrics}``.
     """
     payload = load_checkpoint(path)
-    try:
-        cfg = from_dict(Config, payload["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: its stored config is invalid for this version of tks: {exc}") from None
+    cfg = _stored_config(payload, Path(path))
     steps = list(steps) if steps else [cfg.data.num_steps]
     if any(t < 1 for t in steps):
         raise ConfigError(f"--steps must all be >= 1, got {steps}")
     dev = resolve_device(device)
     test_set, info = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
     model = build_model(cfg.model, info, cfg.data.num_steps).to(dev)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:  # names differ: a checkpoint from another version or a hand-edited config
-        raise CheckpointError(f"{path}: its weights do not fit model {cfg.model.name!r}: {_first_line(exc)}") from None
-    loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev)
+    _load_weights(model, payload, path)
+    loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
     results = {}
     for t in steps:
         logits, targets = predict(model, loader, encode=partial(to_time_major, kind=info.kind, num_steps=t), device=dev)

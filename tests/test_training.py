@@ -1,0 +1,219 @@
+"""Training system: resume bit for bit after SIGKILL, NaN guard, accumulation, best checkpoint, 2-process DDP."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from tks.checkpoint import load_checkpoint
+from tks.cli import main
+from tks.config import LossConfig, OptimConfig
+from tks.data import to_time_major
+from tks.engine import NonFiniteLossError, build_optimizer, fit, train_one_epoch
+from tks.losses import Criterion, LossOutput
+from tks.snn import PerStep
+
+TKS = [str(Path(sys.executable).with_name("tks"))]
+RESUME_SETTINGS = [
+    "--set",
+    "optim.epochs=4",
+    "--set",
+    "run.deterministic=true",
+    "--set",
+    "run.progress=false",
+    "--set",
+    "data.num_steps=2",
+]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+def only_run(out: Path) -> Path:
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(
+        [*TKS, "train", *RESUME_SETTINGS, "--set", f"run.out_dir={straight}"], check=True, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*TKS, "train", *RESUME_SETTINGS, "--set", f"run.out_dir={killed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log = None
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for the first epoch to end, then kill during the second
+        runs = list(killed.glob("*/log.jsonl")) if killed.exists() else []
+        if runs and runs[0].read_text().count("\n") >= 1:
+            log = runs[0]
+            break
+        time.sleep(0.05)
+    assert log is not None, "the first epoch never finished"
+    time.sleep(0.4)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    epochs_done = load_checkpoint(log.parent / "checkpoint.pt")["epoch"]
+    assert epochs_done < 4
+    assert main(["train", "--resume", str(log.parent)]) == 0
+    assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 4
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    ours, reference = final_weights(log.parent), final_weights(only_run(straight))
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in ours), "resumed weights differ from the uninterrupted run"
+
+
+def test_resume_errors(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and err.count("\n") == 1
+    assert main(["train", "configs/digits.yaml", "--resume", str(tmp_path)]) == 2
+    assert "drop CONFIG and --set" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class NaNAt:
+    """A criterion that returns NaN at one (epoch, step)."""
+
+    epoch: int
+    step: int
+    calls: list
+
+    def tks_weight(self, epoch, epochs):
+        return 0.0
+
+    def __call__(self, logits, target, *, epoch, epochs):
+        self.calls.append(epoch)
+        step = self.calls.count(epoch) - 1
+        loss = nn.functional.cross_entropy(logits.mean(0), target)
+        if (epoch, step) == (self.epoch, self.step):
+            loss = loss * float("nan")
+        return LossOutput(loss, {"ce": loss})
+
+
+def tiny_problem():
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 4, 4)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    model = PerStep(nn.Flatten(), nn.Linear(16, 2))
+    return model, list(zip(x.split(16), y.split(16), strict=True))
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, batches = tiny_problem()
+    cfg = OptimConfig(lr=1e-2, epochs=3, warmup_epochs=0)
+    with pytest.raises(NonFiniteLossError, match="became nan at epoch 2, step 3"):
+        fit(
+            model,
+            batches,
+            batches,
+            NaNAt(1, 2, []),
+            build_optimizer(model, cfg),
+            cfg,
+            encode=partial(to_time_major, kind="static", num_steps=2),
+            device=torch.device("cpu"),
+            run_dir=tmp_path,
+            checkpoint_extra={"config": {}},
+        )
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert torch.isfinite(model[1].weight).all()  # the NaN never reached the weights
+
+
+def test_gradient_accumulation_equals_the_larger_batch():
+    model_a, batches = tiny_problem()
+    model_b, _ = tiny_problem()
+    model_b.load_state_dict(model_a.state_dict())
+    cfg = OptimConfig(lr=1e-2, weight_decay=0.0, epochs=1, warmup_epochs=0)
+    sgd = {
+        "encode": partial(to_time_major, kind="static", num_steps=2),
+        "epoch": 0,
+        "epochs": 1,
+        "device": torch.device("cpu"),
+    }
+    small = batches[:2]  # two batches of 16, accumulated
+    large = [(torch.cat([b[0] for b in small]), torch.cat([b[1] for b in small]))]  # one batch of 32
+    train_one_epoch(
+        model_a, small, Criterion(LossConfig(name="ce")), build_optimizer(model_a, cfg), accumulate=2, **sgd
+    )
+    train_one_epoch(model_b, large, Criterion(LossConfig(name="ce")), build_optimizer(model_b, cfg), **sgd)
+    torch.testing.assert_close(model_a[1].weight, model_b[1].weight, rtol=1e-5, atol=1e-7)
+
+
+def test_best_checkpoint_follows_test_top1(tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                "optim.epochs=3",
+                "--set",
+                "data.num_steps=1",
+                "--set",
+                "run.progress=false",
+                "--set",
+                f"run.out_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
+    run_dir = only_run(tmp_path)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    best_epoch = max(range(3), key=lambda i: (log[i]["test"]["top1"], -i)) + 1
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best_epoch
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] == best_epoch and metrics["best_top1"] == log[best_epoch - 1]["test"]["top1"]
+
+
+DDP_SCRIPT = """
+import sys, torch
+from tks.config import load_config
+from tks.experiment import train
+out = sys.argv[1]
+cfg = load_config(None, ["optim.epochs=2", "data.num_steps=2", "run.progress=false", "run.device=cpu",
+                         f"run.out_dir={out}", "data.batch_size=32"])
+result = train(cfg)
+rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else int(__import__("os").environ["RANK"])
+torch.save(result.model.state_dict(), f"{out}/rank{rank}.pt")
+"""
+
+
+def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0 if "running" not in k and "num_batches" not in k)
+    run_dir = only_run(tmp_path)  # only rank 0 wrote a run folder
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["num_samples"] == 360  # every test sample evaluated once
+    log = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
+    assert log["train"]["samples"] == 2 * (718 // 32) * 32  # each rank: its half of 1,437, in full batches
