@@ -56,7 +56,7 @@ def test_values_are_coerced_to_declared_types(tmp_path):
         ("loss: {name: tks2}", "loss.name must be one of.*did you mean 'tks'"),
         ("loss: {temperature: 0}", "loss.temperature must be > 0"),
         ("model: {neuron: {tau: 1.0}}", "tau must be > 1"),
-        ("optim: {epochs: 3, warmup_epochs: 3}", "warmup_epochs must be in"),
+        ("optim: {epochs: 3, warmup_epochs: 4}", "warmup_epochs must be in"),
         ("run: {device: tpu}", "run.device must be"),
         ("data: 5", "data must be a mapping"),
         ("- a\n- b", "must hold a mapping"),

@@ -1,13 +1,14 @@
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import torch
 
 from tks.snn import LIF, SpikingJellyLIF, lif_reference, make_neuron, make_surrogate
 from tks.snn.kernels import load_lif_kernel
-from tks.snn.neuron import _FusedLIF, _lif_backward_eager, _lif_forward_eager
+from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager
 
 PQ2 = make_surrogate("piecewise_quadratic", 2.0)
 
@@ -79,7 +80,7 @@ def test_cpu_kernel_equals_eager_path(dtype, detach_reset, surrogate):
     grad = torch.randn_like(x)
     spikes, h = _lif_forward_eager(x, 2.0, 0.5)
     a = x.clone().requires_grad_()
-    kernel_spikes = _FusedLIF.apply(a, 2.0, 0.5, sur, detach_reset)
+    kernel_spikes = LIF(surrogate=sur, detach_reset=detach_reset)(a)
     kernel_spikes.backward(grad)
     assert torch.equal(kernel_spikes, spikes)
     assert torch.equal(a.grad, _lif_backward_eager(grad, h, 2.0, 0.5, sur, detach_reset))
@@ -147,3 +148,47 @@ def test_make_neuron_errors():
         make_neuron(tau=1.0)
     with pytest.raises(ValueError, match="v_threshold must be > 0"):
         LIF(v_threshold=0.0)
+
+
+@dataclass(frozen=True)
+class Triangle:
+    """A user-defined surrogate: a triangle of half-width 1 and peak 1."""
+
+    alpha: float = 1.0
+    name: str = "triangle"
+
+    def derivative(self, x):
+        return (1.0 - x.abs()).clamp_min(0.0)
+
+
+def test_user_defined_surrogate_matches_reference():
+    x = torch.randn(5, 40, dtype=torch.float64)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    lif_reference(a, surrogate=Triangle())[0].sum().backward()
+    LIF(surrogate=Triangle())(b).sum().backward()
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-12)
+
+
+def test_lif_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    lif = LIF()
+    compiled = torch.compile(lif, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break is an error
+    x = torch.randn(4, 3, 8)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = compiled(a)
+    out.sum().backward()
+    lif(b).sum().backward()
+    assert torch.equal(out, lif(x)) and torch.equal(a.grad, b.grad)
+
+
+def test_channels_last_activations_keep_their_layout_and_values():
+    x4 = torch.randn(3 * 2, 4, 5, 6).contiguous(memory_format=torch.channels_last)  # [T*B, C, H, W] channels-last
+    x = x4.unflatten(0, (3, 2))  # what PerStep hands the neuron
+    a, b = x.clone().requires_grad_(), x.contiguous().requires_grad_()
+    out_a, out_b = LIF()(a), LIF()(b)
+    assert out_a.stride() == x.stride()  # no conversion to contiguous
+    assert torch.equal(out_a, out_b)
+    grad = torch.randn_like(out_b)
+    out_a.backward(grad)
+    out_b.backward(grad)
+    assert torch.equal(a.grad, b.grad)

@@ -217,3 +217,37 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     assert metrics["world_size"] == 2 and metrics["num_samples"] == 360  # every test sample evaluated once
     log = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
     assert log["train"]["samples"] == 2 * (718 // 32) * 32  # each rank: its half of 1,437, in full batches
+
+
+def test_channels_last_and_accumulation_options_train(tmp_path):
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                "optim.epochs=1",
+                "--set",
+                "data.num_steps=2",
+                "--set",
+                "run.progress=false",
+                "--set",
+                "run.channels_last=true",
+                "--set",
+                "optim.accumulate=2",
+                "--set",
+                "data.batch_size=32",
+                "--set",
+                f"run.out_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((only_run(tmp_path) / "metrics.json").read_text())
+    assert metrics["top1"] > 0.3  # it learned something in one epoch
+
+
+def test_fp16_needs_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is allowed on CUDA")
+    assert main(["train", "--set", "run.precision=fp16", "--set", "run.device=cpu"]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err

@@ -167,8 +167,8 @@ class OptimConfig:
         _require(self.weight_decay >= 0.0, f"optim.weight_decay must be >= 0, got {self.weight_decay}")
         _require(self.epochs >= 1, f"optim.epochs must be >= 1, got {self.epochs}")
         _require(
-            0 <= self.warmup_epochs < self.epochs,
-            f"optim.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}",
+            0 <= self.warmup_epochs <= self.epochs,
+            f"optim.warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs}",
         )
         _require(self.warmup_lr >= 0.0 and self.min_lr >= 0.0, "optim.warmup_lr and optim.min_lr must be >= 0")
         _require(self.accumulate >= 1, f"optim.accumulate must be >= 1, got {self.accumulate}")

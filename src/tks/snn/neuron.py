@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from tks.snn.kernels import SUFFIXES, load_lif_kernel
-from tks.snn.surrogate import Surrogate, make_surrogate, spike
+from tks.snn.surrogate import SURROGATES, Surrogate, make_surrogate, spike
 
 NeuronFactory = Callable[[], nn.Module]
 """A zero-argument callable that builds one spiking-neuron module ``[T, B, ...] -> [T, B, ...]``."""
@@ -94,15 +94,32 @@ def lif_reference(
 SURROGATE_CODES = {"piecewise_quadratic": 0, "atan": 1}  # as lif_cpu.c numbers them
 
 
-def _cpu_kernel(x: Tensor, surrogate: Surrogate) -> tuple[Callable[..., None], Callable[..., None]] | None:
+def _cpu_kernel(x: Tensor, surrogate: str) -> tuple[Callable[..., None], Callable[..., None]] | None:
     """The compiled (forward, backward) pair for this input, or None where the eager path must be used."""
-    if x.device.type != "cpu" or x.dtype not in SUFFIXES or surrogate.name not in SURROGATE_CODES or x.numel() == 0:
+    if x.device.type != "cpu" or x.dtype not in SUFFIXES or surrogate not in SURROGATE_CODES or x.numel() == 0:
         return None
     library = load_lif_kernel()
     if library is None:
         return None
     suffix = SUFFIXES[x.dtype]
     return getattr(library, f"lif_forward_{suffix}"), getattr(library, f"lif_backward_{suffix}")
+
+
+def _flat_time_major(x: Tensor) -> bool:
+    """True when memory holds x as a dense [T, N] block in some element order (contiguous or channels-last).
+
+    The kernel treats every element alike, so only two things matter: T is the outermost dimension and each step's
+    slab is dense. Outputs made with ``empty_like`` then share the layout, and nothing is copied.
+    """
+    steps = x.shape[0]
+    if steps > 1 and x.stride(0) != x.numel() // steps:
+        return False
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(x.shape[1:], x.stride()[1:], strict=True) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _lif_forward_eager(x_seq: Tensor, tau: float, v_threshold: float) -> tuple[Tensor, Tensor]:
@@ -131,23 +148,122 @@ def _lif_backward_eager(
     return grad_x
 
 
-class _FusedLIF(torch.autograd.Function):
-    """All T steps of the LIF as one autograd node.
+# The multi-step LIF as two custom operators with a registered backward. Under torch.compile each is one opaque
+# node (the compiler cannot see into ctypes), and without compile they cost one dispatch each.
+#
+# Forward keeps only H (the membrane before firing) for backward; S and the reset mask are recomputed from it.
+# Backward, with G_t the gradient arriving at V_t from step t+1 (G_T = 0):
+#     dL/dH_t = dL/dS_t * g'(H_t - V_th) + G_t * dV_t/dH_t
+#     dV_t/dH_t = 1 - S_t  (reset detached),   1 - S_t - H_t * g'(H_t - V_th)  (reset not detached)
+#     dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t - dL/dH_t / tau
+# The operations and their order are those of the official code and of SpikingJelly's CPU reference, so the engines
+# agree bit for bit (except on inputs exactly at threshold, where SpikingJelly fires). On the CPU (float32, float64,
+# bfloat16) both directions run in the compiled kernel of tks.snn.kernels, one pass over memory each; elsewhere
+# in PyTorch ops with a loop over T.
 
-    Forward keeps only H (the membrane before firing) for backward; S and the reset mask are recomputed from it.
-    Backward, with G_t the gradient arriving at V_t from step t+1 (G_T = 0):
 
-        dL/dH_t = dL/dS_t * g'(H_t - V_th) + G_t * dV_t/dH_t
-        dV_t/dH_t = 1 - S_t                                       (reset detached)
-                  = 1 - S_t - H_t * g'(H_t - V_th)                 (reset not detached)
-        dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t - dL/dH_t / tau
+@torch.library.custom_op("tks::lif_forward", mutates_args=())
+def lif_forward(
+    x_seq: Tensor,
+    tau: float,
+    v_threshold: float,
+    surrogate: str,
+    alpha: float,
+    detach_reset: bool,
+    keep_membrane: bool,
+) -> tuple[Tensor, Tensor]:
+    """Spikes ``[T, ...]`` and the pre-spike membrane H (empty unless ``keep_membrane``) for inputs ``[T, ...]``.
 
-    The operations and their order are those of the official code and of SpikingJelly's CPU reference, so the
-    engines agree bit for bit (except on inputs exactly at threshold, where SpikingJelly fires).
-
-    On the CPU (float32, float64, bfloat16; the built-in surrogates) both directions run in the compiled kernel of
-    ``tks.snn.kernels``, one pass over memory each; elsewhere in PyTorch ops with a loop over T.
+    ``surrogate``, ``alpha`` and ``detach_reset`` only shape the backward pass (``lif_backward``).
     """
+    kernel = _cpu_kernel(x_seq, "piecewise_quadratic")  # the forward pass does not depend on the surrogate
+    if kernel is None:
+        spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
+        return spikes, h_seq if keep_membrane else h_seq.new_empty(0)
+    x = x_seq if _flat_time_major(x_seq) else x_seq.contiguous()
+    spikes = torch.empty_like(x)  # same layout as x (dense tensors keep their strides)
+    # Inference needs no membrane record: skip writing it (a third of the kernel's memory traffic).
+    h_seq = torch.empty_like(x) if keep_membrane else x.new_empty(0)
+    steps = x.shape[0]
+    kernel[0](
+        x.data_ptr(),
+        spikes.data_ptr(),
+        h_seq.data_ptr() if keep_membrane else None,
+        steps,
+        x.numel() // steps,
+        tau,
+        v_threshold,
+        torch.get_num_threads(),
+    )
+    return spikes, h_seq
+
+
+@lif_forward.register_fake
+def _(
+    x_seq: Tensor, tau: float, v_threshold: float, surrogate: str, alpha: float, detach_reset: bool, keep_membrane: bool
+) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x_seq), torch.empty_like(x_seq) if keep_membrane else x_seq.new_empty(0)
+
+
+@torch.library.custom_op("tks::lif_backward", mutates_args=())
+def lif_backward(
+    grad_spikes: Tensor,
+    h_seq: Tensor,
+    tau: float,
+    v_threshold: float,
+    surrogate: str,
+    alpha: float,
+    detach_reset: bool,
+) -> Tensor:
+    """Gradient of the inputs ``[T, ...]`` from the spikes' gradient and the saved membrane H."""
+    kernel = _cpu_kernel(h_seq, surrogate)
+    if kernel is None:
+        return _lif_backward_eager(grad_spikes, h_seq, tau, v_threshold, make_surrogate(surrogate, alpha), detach_reset)
+    grad = grad_spikes
+    if grad.stride() != h_seq.stride() or grad.dtype != h_seq.dtype:
+        grad = torch.empty_like(h_seq).copy_(grad_spikes)  # the kernel walks both in the membrane's layout
+    grad_x = torch.empty_like(h_seq)
+    steps = h_seq.shape[0]
+    kernel[1](
+        grad.data_ptr(),
+        h_seq.data_ptr(),
+        grad_x.data_ptr(),
+        steps,
+        h_seq.numel() // steps,
+        tau,
+        v_threshold,
+        alpha,
+        SURROGATE_CODES[surrogate],
+        int(detach_reset),
+        torch.get_num_threads(),
+    )
+    return grad_x
+
+
+@lif_backward.register_fake
+def _(
+    grad_spikes: Tensor, h_seq: Tensor, tau: float, v_threshold: float, surrogate: str, alpha: float, detach_reset: bool
+) -> Tensor:
+    return torch.empty_like(h_seq)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    ctx.save_for_backward(output[1])
+    ctx.settings = inputs[1:6]  # tau, v_threshold, surrogate, alpha, detach_reset
+
+
+def _backward(ctx: Any, grad_spikes: Tensor, grad_membrane: Tensor) -> tuple[Tensor | None, ...]:
+    (h_seq,) = ctx.saved_tensors
+    if h_seq.numel() == 0:
+        raise RuntimeError("tks::lif_forward ran with keep_membrane=False, so it cannot be differentiated")
+    return (lif_backward(grad_spikes, h_seq, *ctx.settings), None, None, None, None, None, None)
+
+
+lif_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _FusedLIF(torch.autograd.Function):
+    """The LIF for a user-defined ``Surrogate``: the same forward operator, the eager backward with its derivative."""
 
     @staticmethod
     def forward(
@@ -158,25 +274,9 @@ class _FusedLIF(torch.autograd.Function):
         surrogate: Surrogate,
         detach_reset: bool,
     ) -> Tensor:
-        kernel = _cpu_kernel(x_seq, surrogate)
-        if kernel is None:
-            spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
-        else:
-            x = x_seq.contiguous()
-            spikes = torch.empty_like(x)
-            # Inference needs no membrane record: skip writing it (a third of the kernel's memory traffic).
-            h_seq = torch.empty_like(x) if ctx.needs_input_grad[0] else torch.empty(0, dtype=x.dtype)
-            steps = x.shape[0]
-            kernel[0](
-                x.data_ptr(),
-                spikes.data_ptr(),
-                h_seq.data_ptr() if h_seq.numel() else None,
-                steps,
-                x.numel() // steps,
-                tau,
-                v_threshold,
-                torch.get_num_threads(),
-            )
+        spikes, h_seq = lif_forward(
+            x_seq, tau, v_threshold, "piecewise_quadratic", 1.0, detach_reset, ctx.needs_input_grad[0]
+        )
         ctx.save_for_backward(h_seq)
         ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset = tau, v_threshold, surrogate, detach_reset
         return spikes
@@ -184,26 +284,7 @@ class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor | None, ...]:
         (h_seq,) = ctx.saved_tensors
-        kernel = _cpu_kernel(h_seq, ctx.surrogate)
-        if kernel is None:
-            grad_x = _lif_backward_eager(grad_spikes, h_seq, ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset)
-        else:
-            grad = grad_spikes.contiguous().to(h_seq.dtype)
-            grad_x = torch.empty_like(h_seq)
-            steps = h_seq.shape[0]
-            kernel[1](
-                grad.data_ptr(),
-                h_seq.data_ptr(),
-                grad_x.data_ptr(),
-                steps,
-                h_seq.numel() // steps,
-                ctx.tau,
-                ctx.v_threshold,
-                ctx.surrogate.alpha,
-                SURROGATE_CODES[ctx.surrogate.name],
-                int(ctx.detach_reset),
-                torch.get_num_threads(),
-            )
+        grad_x = _lif_backward_eager(grad_spikes, h_seq, ctx.tau, ctx.v_threshold, ctx.surrogate, ctx.detach_reset)
         return grad_x, None, None, None, None
 
 
@@ -235,7 +316,14 @@ class LIF(nn.Module):
 
     def forward(self, x_seq: Tensor) -> Tensor:
         """Spikes ``[T, B, ...]`` (same dtype as the input) for input currents ``[T, B, ...]``."""
-        return _FusedLIF.apply(x_seq, self.tau, self.v_threshold, self.surrogate, self.detach_reset)
+        sur = self.surrogate
+        if type(sur) is not SURROGATES.get(sur.name):  # a user-defined surrogate: only its derivative is known
+            return _FusedLIF.apply(x_seq, self.tau, self.v_threshold, sur, self.detach_reset)
+        keep_membrane = torch.is_grad_enabled() and x_seq.requires_grad
+        spikes, _ = lif_forward(
+            x_seq, self.tau, self.v_threshold, sur.name, sur.alpha, self.detach_reset, keep_membrane
+        )
+        return spikes
 
     def extra_repr(self) -> str:
         """The neuron's settings, shown by ``print(model)``."""
