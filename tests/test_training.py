@@ -232,6 +232,8 @@ def test_channels_last_and_accumulation_options_train(tmp_path):
                 "run.progress=false",
                 "--set",
                 "run.channels_last=true",
+            "--set",
+            "optim.warmup_epochs=0",
                 "--set",
                 "optim.accumulate=2",
                 "--set",
