@@ -49,8 +49,8 @@ def workdir(tmp_path_factory):
 
 def run(command, cwd):
     argv = shlex.split(command)
-    assert argv[0] == "tks", command
-    exe = Path(sys.executable).with_name("tks")
+    assert argv[0] in ("tks", "torchrun"), command
+    exe = Path(sys.executable).with_name(argv[0])
     return subprocess.run([str(exe), *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
@@ -67,6 +67,21 @@ def test_every_readme_shell_command_runs(workdir):
     for command in commands[1:]:
         result = run(command.replace("runs/<run>", str(run_dir)), workdir)
         assert result.returncode == 0, f"{command}\n{result.stderr}"
+
+
+def test_readme_gpu_commands_parse():
+    """The multi-GPU commands cannot run here: check that their tks part parses and names existing files."""
+    from tks.cli import build_parser
+
+    lines = [
+        line for lang, body in BLOCKS if lang == "text" for line in body.splitlines() if line.startswith("torchrun")
+    ]
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line)
+        tks_args = argv[argv.index("-m") + 2 :]
+        args = build_parser().parse_args(tks_args)
+        assert args.verb == "train" and (ROOT / args.config).is_file()
 
 
 @pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(BLOCKS) if lang == "python"])

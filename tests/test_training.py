@@ -73,6 +73,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_
     assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 4
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
+    assert main(["train", "--resume", str(log.parent)]) == 0  # a finished run: nothing left, metrics reported
+    assert len(log.read_text().splitlines()) == 4
     ours, reference = final_weights(log.parent), final_weights(only_run(straight))
     assert ours.keys() == reference.keys()
     assert all(torch.equal(ours[k], reference[k]) for k in ours), "resumed weights differ from the uninterrupted run"
@@ -232,8 +234,8 @@ def test_channels_last_and_accumulation_options_train(tmp_path):
                 "run.progress=false",
                 "--set",
                 "run.channels_last=true",
-            "--set",
-            "optim.warmup_epochs=0",
+                "--set",
+                "optim.warmup_epochs=0",
                 "--set",
                 "optim.accumulate=2",
                 "--set",

@@ -322,6 +322,9 @@ def fit(
                 on_epoch_end(record)
     if writer is not None:
         writer.close()
+    if not final:  # resumed after the last epoch: nothing to train, report the model as it is
+        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision, dist=dist)
+        final = classification_metrics(logits, targets)
     return {
         **final,
         "best_top1": state.best_top1,
