@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -20,7 +21,7 @@ def trained_run(tmp_path_factory):
 def test_train_writes_the_run_folder(trained_run):
     assert trained_run.name.startswith("cli-")
     expected = {"config.yaml", "log.jsonl", "metrics.json", "checkpoint.pt", "best.pt"}
-    assert {p.name for p in trained_run.iterdir()} == expected
+    assert expected <= {p.name for p in trained_run.iterdir()}
     cfg = load_config(trained_run / "config.yaml")
     assert cfg.optim.epochs == 2 and cfg.data.num_steps == 2
     assert len((trained_run / "log.jsonl").read_text().splitlines()) == 2
@@ -41,8 +42,15 @@ def test_eval_prints_a_row_per_step_count(trained_run, capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [r[0] for r in rows] == ["1", "2", "4"]
     assert [len(r) for r in rows] == [5, 6, 8]  # T, top-1, top-5, AURC, then T step accuracies
-    saved = json.loads((trained_run / "eval.json").read_text())
-    assert saved["trained_steps"] == 2 and set(saved["results"]) == {"1", "2", "4"}
+    saved = json.loads((trained_run / "metrics.json").read_text())
+    assert set(saved["eval"]["steps"]) == {"1", "2", "4"} and saved["num_steps"] == 2  # training metrics kept
+    assert saved["eval"]["steps"]["2"]["per_step"] == pytest.approx(saved["per_step"])  # same model, same T
+    assert main(["eval", str(trained_run / "checkpoint.pt"), "--steps", "3", "--features"]) == 0
+    saved = json.loads((trained_run / "metrics.json").read_text())
+    assert list(saved["eval"]["steps"]) == ["1", "2", "3", "4"]  # merged, in order
+    arrays = np.load(trained_run / "features.npz")
+    assert arrays["features"].shape == (360, 512) and arrays["labels"].shape == (360,)
+    assert (arrays["predictions"] == arrays["labels"]).mean() == pytest.approx(saved["top1"], abs=1e-6)
 
 
 def test_models_lists_parameter_counts(capsys):

@@ -66,7 +66,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``tks eval CHECKPOINT [--steps T ...]``."""
     from tks.experiment import evaluate_checkpoint
 
-    results = evaluate_checkpoint(args.checkpoint, args.steps, data_root=args.data_root, device=args.device)
+    results = evaluate_checkpoint(
+        args.checkpoint, args.steps, data_root=args.data_root, device=args.device, features=args.features
+    )
     print(format_results(results))
     return 0
 
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, nargs="+", default=None, metavar="T", help="time steps (default: trained T)")
     p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--features", action="store_true", help="save penultimate features to features.npz (t-SNE)")
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")

@@ -6,12 +6,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -223,23 +225,28 @@ def evaluate_checkpoint(
     *,
     data_root: str | None = None,
     device: str = "auto",
+    features: bool = False,
 ) -> dict[int, dict[str, Any]]:
     """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
 
     Weights do not depend on T, so the same network runs at any T; static inputs are repeated T times. The results
-    are also written to ``eval.json`` beside the checkpoint.
+    are merged into ``metrics.json`` of the checkpoint's folder under ``"eval": {"steps": {"T": metrics}}`` (see
+    docs/run-files.md).
 
     Args:
-        path: a ``checkpoint.pt`` written by ``train``.
+        path: a ``checkpoint.pt`` (or ``best.pt``) written by ``train``.
         steps: the values of T (default: the T it was trained with).
         data_root: overrides the dataset folder stored in the checkpoint's config.
         device: ``auto``, ``cpu`` or ``cuda``.
+        features: also save the time-averaged penultimate features of the test set at the trained T to
+            ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
 
     Returns:
         ``{T: classification_metrics}``.
     """
+    path = Path(path)
     payload = load_checkpoint(path)
-    cfg = _stored_config(payload, Path(path))
+    cfg = _stored_config(payload, path)
     steps = list(steps) if steps else [cfg.data.num_steps]
     if any(t < 1 for t in steps):
         raise ConfigError(f"--steps must all be >= 1, got {steps}")
@@ -252,15 +259,38 @@ def evaluate_checkpoint(
     for t in steps:
         logits, targets = predict(model, loader, encode=partial(to_time_major, kind=info.kind, num_steps=t), device=dev)
         results[t] = classification_metrics(logits, targets)
-    write_json(
-        Path(path).with_name("eval.json"),
-        {
-            "checkpoint": str(path),
-            "trained_steps": cfg.data.num_steps,
-            "results": {str(t): m for t, m in results.items()},
-        },
+    if features:
+        encode = partial(to_time_major, kind=info.kind, num_steps=cfg.data.num_steps)
+        feats, labels, predictions = collect_features(model, loader, encode=encode, device=dev)
+        np.savez_compressed(path.with_name("features.npz"), features=feats, labels=labels, predictions=predictions)
+    _merge_metrics(
+        path.with_name("metrics.json"), {"steps": {str(t): m for t, m in results.items()}, "checkpoint": path.name}
     )
     return results
+
+
+@torch.inference_mode()
+def collect_features(
+    model: nn.Module, batches: Any, *, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Time-averaged penultimate features ``[N, D]``, labels ``[N]`` and predictions ``[N]`` of a whole set."""
+    model.eval()
+    feats, labels, predictions = [], [], []
+    for x, y in batches:
+        x = encode(x.to(device))
+        feats.append(model.forward_features(x).float().cpu())
+        predictions.append(model(x).mean(0).argmax(-1).cpu())
+        labels.append(y)
+    return torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(predictions).numpy()
+
+
+def _merge_metrics(path: Path, evaluation: dict[str, Any]) -> None:
+    """Add an evaluation to metrics.json under "eval", keeping the training metrics and earlier values of T."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    previous = data.get("eval", {})
+    steps = {**previous.get("steps", {}), **evaluation.get("steps", {})}
+    data["eval"] = {**previous, **evaluation, "steps": dict(sorted(steps.items(), key=lambda kv: int(kv[0])))}
+    write_json(path, data)
 
 
 def _first_line(exc: Exception) -> str:
