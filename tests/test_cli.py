@@ -92,3 +92,32 @@ def test_every_verb_has_help(verb, capsys):
 def test_resolved_config_yaml_is_plain(trained_run):
     data = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert set(data) == {"data", "model", "loss", "optim", "run"}
+
+
+def test_eval_activity_and_early_exit(trained_run, capsys):
+    assert (
+        main(
+            [
+                "eval",
+                str(trained_run / "checkpoint.pt"),
+                "--steps",
+                "2",
+                "--early-exit",
+                "0.5",
+                "0.9",
+                "1.0",
+                "--activity",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "anytime inference" in out and "uJ" in out and "features.1" in out
+    saved = json.loads((trained_run / "metrics.json").read_text())["eval"]
+    curve = saved["early_exit"]["curve"]
+    assert [p["threshold"] for p in curve] == [0.5, 0.9, 1.0]
+    assert curve[-1]["mean_steps"] == 2.0 and curve[-1]["accuracy"] == pytest.approx(saved["steps"]["2"]["top1"])
+    totals = saved["activity"]["totals"]
+    assert totals["energy_uj"] > 0 and totals["ann_energy_uj"] > 0 and saved["activity"]["num_samples"] == 360
+    assert main(["eval", str(trained_run / "checkpoint.pt"), "--early-exit", "1.5"]) == 2
+    assert "thresholds must be in [0, 1]" in capsys.readouterr().err

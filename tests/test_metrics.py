@@ -6,6 +6,8 @@ from tks.metrics import (
     classification_metrics,
     confidence,
     cumulative_accuracy,
+    early_exit,
+    early_exit_curve,
     expected_calibration_error,
     per_step_accuracy,
     topk_accuracy,
@@ -89,3 +91,26 @@ def test_classification_metrics_bundle():
     assert m["aurc"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
     with pytest.raises(ValueError, match=r"logits must be \[T, B, K\]"):
         classification_metrics(LOGITS[0], TARGET)
+
+
+def test_early_exit_hand_example():
+    # sample 0: step 1 softmax [0.88, 0.12] (confident, right); sample 1: step 1 [0.5, 0.5], step 2 mean [2, 0] wrong
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[2.0, 0.0], [4.0, 0.0]]])
+    target = torch.tensor([0, 1])
+    assert early_exit(logits, target, 0.8) == (pytest.approx(0.5), pytest.approx(1.5))  # sample 1 runs to the end
+    assert early_exit(logits, target, 0.0) == (pytest.approx(0.5), pytest.approx(1.0))  # step 1: tie -> class 0
+    assert early_exit(logits, target, 1.1) == (pytest.approx(0.5), pytest.approx(2.0))  # never early: the full run
+    assert early_exit(logits, target, 1.1)[0] == topk_accuracy(logits, target, 1)
+
+
+def test_early_exit_curve_is_monotone_in_the_threshold():
+    g = torch.Generator().manual_seed(0)
+    logits = (
+        torch.randn(6, 200, 5, generator=g)
+        + torch.linspace(0, 2, 6).view(6, 1, 1) * torch.eye(5)[torch.randint(0, 5, (200,), generator=g)]
+    )
+    target = torch.randint(0, 5, (200,), generator=g)
+    curve = early_exit_curve(logits, target)
+    steps = [point["mean_steps"] for point in curve]
+    assert steps == sorted(steps) and steps[0] >= 1 and steps[-1] <= 6
+    assert curve[-1]["accuracy"] == pytest.approx(topk_accuracy(logits, target, 1))  # threshold 1: full run

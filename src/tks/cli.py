@@ -66,11 +66,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``tks eval CHECKPOINT [--steps T ...]``."""
     from tks.experiment import evaluate_checkpoint
 
-    results = evaluate_checkpoint(
-        args.checkpoint, args.steps, data_root=args.data_root, device=args.device, features=args.features
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        args.steps,
+        data_root=args.data_root,
+        device=args.device,
+        features=args.features,
+        activity=args.activity,
+        early_exit=args.early_exit,
     )
-    print(format_results(results))
+    print(format_results(result.steps))
+    if result.early_exit is not None:
+        print("\nanytime inference: stop at the first step whose running-mean confidence reaches the threshold")
+        print(f"{'threshold':>9}  {'top-1':>6}  {'mean steps':>10}")
+        for point in result.early_exit:
+            print(f"{point['threshold']:>9.3f}  {100 * point['accuracy']:6.2f}  {point['mean_steps']:10.2f}")
+    if result.activity is not None:
+        print()
+        print(format_activity(result.activity))
     return 0
+
+
+def format_activity(activity: dict[str, Any]) -> str:
+    """Firing rate of every spiking layer and the energy estimate, as text."""
+    rows = [f"{'spiking layer':<32} {'neurons':>9}  {'rate':>6}  {'fired':>6}  rate at each step"]
+    for layer in activity["layers"]:
+        steps = " ".join(f"{r:.3f}" for r in layer["rate_per_step"])
+        rows.append(
+            f"{layer['name']:<32} {layer['neurons']:>9}  {layer['rate']:6.3f}  {layer['fired_fraction']:6.3f}  {steps}"
+        )
+    t = activity["totals"]
+    rows.append(
+        f"\nper sample: {t['macs']:.3g} MACs + {t['acs']:.3g} ACs = {t['energy_uj']:.4g} uJ "
+        f"(ANN of the same layers: {t['ann_macs']:.3g} MACs = {t['ann_energy_uj']:.4g} uJ, "
+        f"{t['ann_over_snn']:.2f}x); 4.6 pJ/MAC, 0.9 pJ/AC at 45 nm"
+    )
+    return "\n".join(rows)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -103,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--features", action="store_true", help="save penultimate features to features.npz (t-SNE)")
+    p.add_argument("--activity", action="store_true", help="firing rates, operations and energy at the trained T")
+    p.add_argument(
+        "--early-exit",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="THRESHOLD",
+        help="anytime inference swept over confidence thresholds (default sweep when none given)",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")

@@ -18,13 +18,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
 from tks.data import DatasetInfo, build_dataset, to_time_major
 from tks.distributed import Dist, init_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
-from tks.metrics import classification_metrics
+from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
 from tks.models import create_model
 from tks.snn import make_neuron
 from tks.utils import make_run_dir, resolve_device, seed_everything, write_json
@@ -219,6 +220,15 @@ def _load_weights(model: nn.Module, payload: dict[str, Any], where: Path | str |
         raise CheckpointError(f"{where}: its weights do not fit model {name!r}: {_first_line(exc)}") from None
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``evaluate_checkpoint`` measured (also merged into the run's ``metrics.json`` under ``"eval"``)."""
+
+    steps: dict[int, dict[str, Any]]
+    activity: dict[str, Any] | None = None
+    early_exit: list[dict[str, float]] | None = None
+
+
 def evaluate_checkpoint(
     path: str | Path,
     steps: Sequence[int] | None = None,
@@ -226,12 +236,13 @@ def evaluate_checkpoint(
     data_root: str | None = None,
     device: str = "auto",
     features: bool = False,
-) -> dict[int, dict[str, Any]]:
+    activity: bool = False,
+    early_exit: Sequence[float] | None = None,
+) -> EvalResult:
     """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
 
     Weights do not depend on T, so the same network runs at any T; static inputs are repeated T times. The results
-    are merged into ``metrics.json`` of the checkpoint's folder under ``"eval": {"steps": {"T": metrics}}`` (see
-    docs/run-files.md).
+    are merged into ``metrics.json`` of the checkpoint's folder under ``"eval"`` (see docs/run-files.md).
 
     Args:
         path: a ``checkpoint.pt`` (or ``best.pt``) written by ``train``.
@@ -240,9 +251,11 @@ def evaluate_checkpoint(
         device: ``auto``, ``cpu`` or ``cuda``.
         features: also save the time-averaged penultimate features of the test set at the trained T to
             ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
+        activity: also measure firing rates, operations and energy at the trained T (``tks.activity``).
+        early_exit: also sweep these confidence thresholds of anytime inference at the largest T.
 
     Returns:
-        ``{T: classification_metrics}``.
+        The metrics for every T, and the activity and early-exit curve when asked for.
     """
     path = Path(path)
     payload = load_checkpoint(path)
@@ -250,23 +263,38 @@ def evaluate_checkpoint(
     steps = list(steps) if steps else [cfg.data.num_steps]
     if any(t < 1 for t in steps):
         raise ConfigError(f"--steps must all be >= 1, got {steps}")
+    if early_exit is not None and any(not 0.0 <= th <= 1.0 for th in early_exit):
+        raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {list(early_exit)}")
     dev = resolve_device(device)
     test_set, info = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
     model = build_model(cfg.model, info, cfg.data.num_steps).to(dev)
     _load_weights(model, payload, path)
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
-    results = {}
+
+    def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return partial(to_time_major, kind=info.kind, num_steps=t)
+
+    results, logits_at = {}, {}
     for t in steps:
-        logits, targets = predict(model, loader, encode=partial(to_time_major, kind=info.kind, num_steps=t), device=dev)
-        results[t] = classification_metrics(logits, targets)
+        logits, targets = predict(model, loader, encode=encoder(t), device=dev)
+        results[t], logits_at[t] = classification_metrics(logits, targets), logits
+    evaluation: dict[str, Any] = {"checkpoint": path.name, "steps": {str(t): m for t, m in results.items()}}
+    curve = None
+    if early_exit is not None:
+        longest = max(steps)
+        curve = early_exit_curve(logits_at[longest], targets, tuple(early_exit) or DEFAULT_EXIT_THRESHOLDS)
+        evaluation["early_exit"] = {"num_steps": longest, "curve": curve}
+    counts = None
+    if activity:
+        counts = measure_activity(
+            model, loader, encode=encoder(cfg.data.num_steps), device=dev, real_valued_input=info.kind == "static"
+        )
+        evaluation["activity"] = counts
     if features:
-        encode = partial(to_time_major, kind=info.kind, num_steps=cfg.data.num_steps)
-        feats, labels, predictions = collect_features(model, loader, encode=encode, device=dev)
+        feats, labels, predictions = collect_features(model, loader, encode=encoder(cfg.data.num_steps), device=dev)
         np.savez_compressed(path.with_name("features.npz"), features=feats, labels=labels, predictions=predictions)
-    _merge_metrics(
-        path.with_name("metrics.json"), {"steps": {str(t): m for t, m in results.items()}, "checkpoint": path.name}
-    )
-    return results
+    _merge_metrics(path.with_name("metrics.json"), evaluation)
+    return EvalResult(results, counts, curve)
 
 
 @torch.inference_mode()

@@ -139,3 +139,41 @@ def classification_metrics(logits: Tensor, target: Tensor, *, confidence_kind: C
         "num_samples": logits.shape[1],
         "confidence": confidence_kind,
     }
+
+
+def early_exit(logits: Tensor, target: Tensor, threshold: float) -> tuple[float, float]:
+    """Anytime inference: stop each sample at the first step whose running-mean confidence reaches ``threshold``.
+
+    At step t the prediction is argmax of m_t = (1/t) sum_{s<=t} O_s and its confidence is max softmax(m_t); a
+    sample exits at the first t with confidence >= threshold, else at T. Since the network is causal, the first t
+    steps of a T-step run are exactly a t-step run, so one pass gives every exit.
+
+    Args:
+        logits: ``[T, N, K]``.
+        target: ``[N]`` class indices.
+        threshold: confidence in [0, 1]; 0 exits every sample after one step, above 1 never exits early.
+
+    Returns:
+        ``(accuracy, mean number of steps used)``.
+    """
+    check_per_step(logits, target)
+    steps = logits.shape[0]
+    counts = torch.arange(1, steps + 1, dtype=logits.dtype, device=logits.device).view(-1, 1, 1)
+    running = logits.cumsum(0) / counts  # [T, N, K]
+    confident = running.softmax(-1).amax(-1) >= threshold  # [T, N]
+    confident[-1] = True  # everyone has exited by the last step
+    exit_step = confident.float().argmax(0)  # first True, [N]
+    prediction = running.argmax(-1).gather(0, exit_step.unsqueeze(0)).squeeze(0)
+    return (prediction == target).float().mean().item(), (exit_step + 1).float().mean().item()
+
+
+DEFAULT_EXIT_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
+
+
+def early_exit_curve(logits: Tensor, target: Tensor, thresholds: tuple[float, ...] = DEFAULT_EXIT_THRESHOLDS) -> list:
+    """``early_exit`` swept over thresholds: ``[{"threshold", "accuracy", "mean_steps"}, ...]`` (JSON-ready)."""
+    curve = []
+    for threshold in thresholds:
+        accuracy, mean_steps = early_exit(logits, target, threshold)
+        curve.append({"threshold": threshold, "accuracy": accuracy, "mean_steps": mean_steps})
+    return curve
