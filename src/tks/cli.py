@@ -115,6 +115,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``tks export CHECKPOINT --format nir``."""
+    from tks.export import export_checkpoint
+
+    target = export_checkpoint(args.checkpoint, args.out, dt=args.dt)
+    print(f"wrote {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -145,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_eval)
 
+    p = verbs.add_parser("export", help="export a trained model (NIR graph for neuromorphic toolchains)")
+    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
+    p.add_argument("--format", choices=["nir"], default="nir", help="export format")
+    p.add_argument("--out", default=None, help="output file (default: model.nir beside the checkpoint)")
+    p.add_argument("--dt", type=float, default=1e-4, help="time step in seconds; LIF tau becomes tau x dt")
+    p.set_defaults(func=cmd_export)
+
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
@@ -152,7 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-VERBS: dict[str, Callable[[argparse.Namespace], int]] = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models}
+VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "export": cmd_export,
+    "models": cmd_models,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

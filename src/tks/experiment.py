@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
-from tks.data import DatasetInfo, build_dataset, to_time_major
+from tks.data import DatasetInfo, build_dataset, dataset_info, to_time_major
 from tks.distributed import Dist, init_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
@@ -220,6 +220,17 @@ def _load_weights(model: nn.Module, payload: dict[str, Any], where: Path | str |
         raise CheckpointError(f"{where}: its weights do not fit model {name!r}: {_first_line(exc)}") from None
 
 
+def load_model(path: str | Path) -> tuple[nn.Module, DatasetInfo, Config]:
+    """The trained model of a checkpoint (on the CPU, in eval mode), its dataset's facts and its config."""
+    path = Path(path)
+    payload = load_checkpoint(path)
+    cfg = _stored_config(payload, path)
+    info = dataset_info(cfg.data.name)
+    model = build_model(cfg.model, info, cfg.data.num_steps)
+    _load_weights(model, payload, path)
+    return model.eval(), info, cfg
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """What ``evaluate_checkpoint`` measured (also merged into the run's ``metrics.json`` under ``"eval"``)."""
@@ -258,17 +269,15 @@ def evaluate_checkpoint(
         The metrics for every T, and the activity and early-exit curve when asked for.
     """
     path = Path(path)
-    payload = load_checkpoint(path)
-    cfg = _stored_config(payload, path)
-    steps = list(steps) if steps else [cfg.data.num_steps]
-    if any(t < 1 for t in steps):
-        raise ConfigError(f"--steps must all be >= 1, got {steps}")
+    if steps is not None and any(t < 1 for t in steps):
+        raise ConfigError(f"--steps must all be >= 1, got {list(steps)}")
     if early_exit is not None and any(not 0.0 <= th <= 1.0 for th in early_exit):
         raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {list(early_exit)}")
+    model, info, cfg = load_model(path)
+    steps = list(steps) if steps else [cfg.data.num_steps]
     dev = resolve_device(device)
-    test_set, info = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
-    model = build_model(cfg.model, info, cfg.data.num_steps).to(dev)
-    _load_weights(model, payload, path)
+    model = model.to(dev)
+    test_set, _ = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
 
     def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -1,0 +1,297 @@
+"""Export a trained network to NIR (the Neuromorphic Intermediate Representation) and run NIR graphs back.
+
+``to_nir(model, input_shape)`` turns the network into a ``nir.NIRGraph`` that neuromorphic toolchains read:
+
+* BatchNorm (eval statistics) is folded into the convolution before it; a BatchNorm on its own (ResNet-19's first
+  shortcut) becomes a diagonal 1x1 convolution;
+* the LIF maps to NIR's ``LIF`` (tau dv/dt = v_leak - v + r I, fire above v_threshold, reset to v_reset) with
+  tau = tks's tau x dt, r = 1, v_leak = 0, v_reset = 0, so its Euler step of length dt is exactly tks's update;
+* the classifier stays a plain ``Affine`` node: its output at each step is that step's logits;
+* a residual addition is two edges into one node (NIR sums the inputs of a node).
+
+What NIR cannot express raises ``ExportError`` naming the layer: SEW blocks (their integer ADD and the AND/IAND
+gates are not spikes), TEBN's per-step scale, max pooling. ``run_nir`` simulates a graph step by step with these
+semantics, so an export can be checked against the model it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tks.errors import TKSError
+from tks.models.blocks import SpikingClassifier
+from tks.models.resnet19 import BasicBlock
+from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck
+from tks.snn import LIF, PerStep
+from tks.snn.layers import TEBN
+
+DEFAULT_DT = 1e-4
+"""Time step of the exported graph in seconds (SpikingJelly's NIR exporter uses the same)."""
+
+
+class ExportError(TKSError):
+    """A layer that NIR cannot represent."""
+
+
+@dataclass
+class _Builder:
+    """Collects nodes and edges while walking the network, tracking the shape of the current tensor."""
+
+    dt: float
+    nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
+    edges: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, node: nir.NIRNode, sources: list[str]) -> list[str]:
+        key = name.replace(".", "_") or "node"
+        while key in self.nodes:
+            key += "_"
+        self.nodes[key] = node
+        self.edges += [(source, key) for source in sources]
+        return [key]
+
+
+def to_nir(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+    """The network as a NIR graph (see the module docstring for the mapping).
+
+    Args:
+        model: a registered tks model (``features`` and ``classifier``) or any stack of the layers it uses.
+        input_shape: one sample's input at one step, e.g. ``(2, 48, 48)``.
+        dt: the graph's time step in seconds; LIF time constants are tau x dt.
+
+    Raises:
+        ExportError: for a layer NIR cannot express, naming it.
+    """
+    model = copy.deepcopy(model).eval().cpu()
+    builder = _Builder(dt)
+    sources = builder.add("input", nir.Input(input_type={"input": np.array(input_shape)}), [])
+    sources, shape = _convert(model, "", sources, tuple(input_shape), builder)
+    builder.add("output", nir.Output(output_type={"output": np.array(shape)}), sources)
+    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata={"dt": dt, "source": "tks"})
+
+
+def _convert(
+    module: nn.Module, name: str, sources: list[str], shape: tuple[int, ...], b: _Builder
+) -> tuple[list[str], tuple[int, ...]]:
+    if isinstance(module, SEWBasicBlock | SEWBottleneck):
+        raise ExportError(
+            f"layer {name!r} is a SEW block: its connect function joins spike trains into integer "
+            "sums or logic gates, which NIR cannot express"
+        )
+    if isinstance(module, TEBN):
+        raise ExportError(f"layer {name!r} is TEBN: its learned per-step scale has no NIR equivalent")
+    if isinstance(module, BasicBlock):
+        body, body_shape = _convert(nn.Sequential(module.conv1, module.sn1, module.conv2), name, sources, shape, b)
+        short, _ = _convert(module.shortcut, f"{name}.shortcut", sources, shape, b)
+        return _convert(module.sn2, f"{name}.sn2", body + short, body_shape, b)  # two edges in: their sum
+    if isinstance(module, nn.Sequential):  # also PerStep and conv_norm
+        children = list(module.named_children())
+        i = 0
+        while i < len(children):
+            child_name, child = children[i]
+            full = f"{name}.{child_name}" if name else child_name
+            following = children[i + 1][1] if i + 1 < len(children) else None
+            conv, bn = _conv_bn_pair(child, following)
+            if conv is not None:
+                sources, shape = _conv(conv, bn, full, sources, shape, b)
+                i += 2 if bn is not None and _unwrap(following) is bn else 1
+                continue
+            sources, shape = _convert(child, full, sources, shape, b)
+            i += 1
+        return sources, shape
+    if isinstance(module, SpikingClassifier):
+        sources, shape = _convert(module.features, "features", sources, shape, b)
+        return _convert(module.classifier, "classifier", sources, shape, b)
+    if isinstance(module, LIF):
+        n = np.ones(shape, dtype=np.float32)
+        node = nir.LIF(
+            tau=n * module.tau * b.dt, r=n.copy(), v_leak=n * 0.0, v_threshold=n * module.v_threshold, v_reset=n * 0.0
+        )
+        return b.add(name, node, sources), shape
+    if isinstance(module, nn.BatchNorm2d):  # alone: a per-channel affine map
+        scale, shift = _bn_affine(module)
+        # A diagonal 1x1 convolution: NIR's type inference does not handle grouped (depthwise) convolutions.
+        weight = torch.diag(scale).reshape(shape[0], shape[0], 1, 1).numpy()
+        conv = nir.Conv2d(
+            input_shape=shape[1:], weight=weight, stride=1, padding=0, dilation=1, groups=1, bias=shift.numpy()
+        )
+        return b.add(name, conv, sources), shape
+    if isinstance(module, nn.Conv2d):
+        return _conv(module, None, name, sources, shape, b)
+    if isinstance(module, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
+        kernel, stride, padding = _pool_geometry(module, shape, name)
+        if kernel == 1 and stride == 1:
+            return sources, shape  # an identity (e.g. adaptive pooling to the size it already has)
+        node = nir.AvgPool2d(
+            kernel_size=np.array([kernel, kernel]),
+            stride=np.array([stride, stride]),
+            padding=np.array([padding, padding]),
+        )
+        return b.add(name, node, sources), _shape_after(module, shape)
+    if isinstance(module, nn.Flatten):
+        node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
+        return b.add(name, node, sources), (int(np.prod(shape)),)
+    if isinstance(module, nn.Linear):
+        weight = module.weight.detach().numpy()
+        bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(weight.shape[0], np.float32)
+        return b.add(name, nir.Affine(weight=weight, bias=bias), sources), (weight.shape[0],)
+    if isinstance(module, nn.Identity):
+        return sources, shape
+    raise ExportError(f"layer {name!r} ({type(module).__name__}) has no NIR equivalent")
+
+
+def _unwrap(module: nn.Module | None) -> nn.Module | None:
+    """The single layer inside a one-layer PerStep, else the module itself."""
+    if isinstance(module, PerStep) and len(module) == 1:
+        return module[0]
+    return module
+
+
+def _conv_bn_pair(child: nn.Module, following: nn.Module | None) -> tuple[nn.Conv2d | None, nn.BatchNorm2d | None]:
+    conv = _unwrap(child)
+    if not isinstance(conv, nn.Conv2d):
+        return None, None
+    bn = _unwrap(following)
+    return conv, bn if isinstance(bn, nn.BatchNorm2d) else None
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """BatchNorm in eval mode as y = scale * x + shift per channel."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+def _conv(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d | None, name: str, sources: list[str], shape: tuple[int, ...], b: _Builder
+) -> tuple[list[str], tuple[int, ...]]:
+    weight = conv.weight.detach()
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros(conv.out_channels)
+    if bn is not None:  # fold: bn(conv(x)) = (scale * W) x + scale * b + shift
+        scale, shift = _bn_affine(bn)
+        weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale + shift
+    node = nir.Conv2d(
+        input_shape=shape[1:],
+        weight=weight.numpy(),
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=bias.numpy(),
+    )
+    return b.add(name, node, sources), _shape_after(conv, shape)
+
+
+def _shape_after(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
+    with torch.no_grad():
+        return tuple(module(torch.zeros(1, *shape)).shape[1:])
+
+
+def _pool_geometry(module: nn.Module, shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    if isinstance(module, nn.AvgPool2d):
+        kernel, stride, padding = (
+            v if isinstance(v, int) else v[0]
+            for v in (module.kernel_size, module.stride or module.kernel_size, module.padding)
+        )
+        return kernel, stride, padding
+    target = module.output_size if isinstance(module.output_size, int) else module.output_size[0]
+    size = shape[1]
+    if shape[1] != shape[2] or size % target:
+        raise ExportError(
+            f"layer {name!r}: adaptive pooling of {shape[1]}x{shape[2]} to {target} is not a fixed "
+            "average pooling; export at an input size it divides"
+        )
+    return size // target, size // target, 0
+
+
+def export_checkpoint(path: str | Path, out: str | Path | None = None, *, dt: float = DEFAULT_DT) -> Path:
+    """Write the model of a checkpoint as a NIR file (HDF5), by default ``model.nir`` beside the checkpoint."""
+    from tks.experiment import load_model  # the only place that rebuilds models from configs
+
+    model, info, cfg = load_model(path)
+    graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt)
+    graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)
+    target = Path(out) if out is not None else Path(path).with_name("model.nir")
+    nir.write(str(target), graph)
+    return target
+
+
+def run_nir(graph: nir.NIRGraph, x_seq: Tensor, *, dt: float | None = None) -> Tensor:
+    """Simulate a NIR graph of the node types ``to_nir`` writes, one time step after another.
+
+    Args:
+        graph: e.g. ``nir.read(path)``.
+        x_seq: input ``[T, B, *input_shape]``.
+        dt: Euler step in seconds (default: the graph's ``metadata["dt"]``).
+
+    Returns:
+        The output node's value at every step, ``[T, B, *output_shape]``.
+    """
+    dt = dt if dt is not None else float(graph.metadata.get("dt", DEFAULT_DT))
+    order = _topological_order(graph)
+    inputs: dict[str, list[str]] = {key: [] for key in graph.nodes}
+    for source, target in graph.edges:
+        inputs[target].append(source)
+    state: dict[str, Tensor] = {}
+    outputs = []
+    for x in x_seq:
+        values: dict[str, Tensor] = {}
+        for key in order:
+            node = graph.nodes[key]
+            value = x if isinstance(node, nir.Input) else sum(values[s] for s in inputs[key])
+            values[key] = _step(node, value, key, state, dt)
+        outputs.append(values[next(k for k in order if isinstance(graph.nodes[k], nir.Output))])
+    return torch.stack(outputs)
+
+
+def _step(node: nir.NIRNode, x: Tensor, key: str, state: dict[str, Tensor], dt: float) -> Tensor:
+    def tensor(array: Any) -> Tensor:
+        return torch.as_tensor(np.asarray(array), dtype=x.dtype)
+
+    if isinstance(node, nir.Input | nir.Output):
+        return x
+    if isinstance(node, nir.Conv2d):
+        return F.conv2d(
+            x,
+            tensor(node.weight),
+            tensor(node.bias),
+            tuple(np.atleast_1d(node.stride)),
+            tuple(np.atleast_1d(node.padding)),
+            tuple(np.atleast_1d(node.dilation)),
+            node.groups,
+        )
+    if isinstance(node, nir.AvgPool2d):
+        return F.avg_pool2d(x, tuple(node.kernel_size), tuple(node.stride), tuple(node.padding))
+    if isinstance(node, nir.Flatten):
+        return x.flatten(1)
+    if isinstance(node, nir.Affine):
+        return F.linear(x, tensor(node.weight), tensor(node.bias))
+    if isinstance(node, nir.LIF):
+        v = state.get(key, torch.zeros_like(x))
+        h = v + (tensor(node.r) * x - v + tensor(node.v_leak)) * (dt / tensor(node.tau))
+        spikes = (h > tensor(node.v_threshold)).to(x.dtype)
+        state[key] = torch.where(spikes.bool(), tensor(node.v_reset).expand_as(h), h)
+        return spikes
+    raise ExportError(f"run_nir does not simulate {type(node).__name__} nodes")
+
+
+def _topological_order(graph: nir.NIRGraph) -> list[str]:
+    remaining = {key: {s for s, t in graph.edges if t == key} for key in graph.nodes}
+    order: list[str] = []
+    while remaining:
+        ready = sorted(key for key, deps in remaining.items() if not deps)
+        if not ready:
+            raise ExportError("the NIR graph has a cycle; run_nir simulates feed-forward graphs only")
+        for key in ready:
+            order.append(key)
+            del remaining[key]
+        for deps in remaining.values():
+            deps.difference_update(ready)
+    return order

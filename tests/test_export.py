@@ -1,0 +1,99 @@
+import nir
+import pytest
+import torch
+
+from tks.cli import main
+from tks.export import ExportError, run_nir, to_nir
+from tks.models import create_model
+
+
+def trained_like(model):
+    """Give BatchNorm non-trivial statistics (as after training), so that folding is really exercised."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 8, *model.example_shape) * 3)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("spiking_cnn", (1, 8, 8)), ("vgg_snn", (2, 48, 48)), ("resnet19", (3, 8, 8))]
+)
+def test_nir_round_trip_runs_like_the_model(name, shape, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, in_channels=shape[0])
+    model.example_shape = shape
+    trained_like(model)
+    path = tmp_path / "model.nir"
+    nir.write(str(path), to_nir(model, shape))
+    graph = nir.read(str(path))
+    x = torch.rand(3, 2, *shape) * 3
+    with torch.no_grad():
+        expected = model(x)
+    got = run_nir(graph, x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_graph_structure_matches_the_model():
+    model = create_model("spiking_cnn", num_classes=10, in_channels=1).eval()
+    graph = to_nir(model, (1, 8, 8))
+    kinds = [type(node).__name__ for node in graph.nodes.values()]
+    # three conv-BN-LIF blocks (BN folded away), one average pool, the 4x4 -> 2x2 adaptive pool, flatten, head
+    assert kinds.count("Conv2d") == 3 and kinds.count("LIF") == 3 and "BatchNorm2d" not in kinds
+    assert kinds.count("AvgPool2d") == 2 and kinds.count("Flatten") == 1 and kinds.count("Affine") == 1
+    lif = next(node for node in graph.nodes.values() if isinstance(node, nir.LIF))
+    assert lif.tau.shape == (32, 8, 8) and float(lif.tau.flat[0]) == pytest.approx(2.0 * 1e-4)
+    assert float(lif.v_threshold.flat[0]) == 0.5 and float(lif.v_reset.flat[0]) == 0.0
+    head = graph.nodes["classifier_0"]
+    assert torch.equal(torch.as_tensor(head.weight), model.classifier[0].weight.detach())
+
+
+def test_residual_sum_is_two_edges_into_the_neuron():
+    graph = to_nir(create_model("resnet19", num_classes=10, in_channels=3).eval(), (3, 8, 8))
+    into = {}
+    for source, target in graph.edges:
+        into.setdefault(target, []).append(source)
+    assert len(into["features_2_sn2"]) == 2  # block output + BN-only shortcut (a diagonal 1x1 conv)
+    (shortcut_key,) = [key for key in into["features_2_sn2"] if "shortcut" in key]
+    shortcut = graph.nodes[shortcut_key]
+    weight = torch.as_tensor(shortcut.weight)[:, :, 0, 0]
+    assert isinstance(shortcut, nir.Conv2d) and torch.equal(weight, torch.diag(torch.diagonal(weight)))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("sew_resnet19", {}, "layer 'features.2' is a SEW block"),
+        ("vgg_snn", {"norm": "tebn"}, "is TEBN"),
+        ("sew_resnet18", {"stem": "cifar"}, "is a SEW block"),
+    ],
+)
+def test_what_nir_cannot_express_is_a_clear_error(name, options, message):
+    model = create_model(name, num_classes=10, in_channels=3, **options).eval()
+    with pytest.raises(ExportError, match=message):
+        to_nir(model, (3, 32, 32))
+
+
+def test_export_command_writes_a_readable_file(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--set",
+                "optim.epochs=1",
+                "--set",
+                "data.num_steps=2",
+                "--set",
+                "run.progress=false",
+                "--set",
+                f"run.out_dir={tmp_path}",
+            ]
+        )
+        == 0
+    )
+    (run_dir,) = tmp_path.iterdir()
+    assert main(["export", str(run_dir / "checkpoint.pt"), "--format", "nir"]) == 0
+    graph = nir.read(str(run_dir / "model.nir"))
+    assert graph.metadata["model"] == "spiking_cnn" and int(graph.metadata["num_steps"]) == 2
+    assert "wrote" in capsys.readouterr().out
