@@ -94,9 +94,9 @@ def lif_reference(
 SURROGATE_CODES = {"piecewise_quadratic": 0, "atan": 1}  # as lif_cpu.c numbers them
 
 
-def _cpu_kernel(x: Tensor, surrogate: str) -> tuple[Callable[..., None], Callable[..., None]] | None:
+def _cpu_kernel(x: Tensor) -> tuple[Callable[..., None], Callable[..., None]] | None:
     """The compiled (forward, backward) pair for this input, or None where the eager path must be used."""
-    if x.device.type != "cpu" or x.dtype not in SUFFIXES or surrogate not in SURROGATE_CODES or x.numel() == 0:
+    if x.device.type != "cpu" or x.dtype not in SUFFIXES or x.numel() == 0:
         return None
     library = load_lif_kernel()
     if library is None:
@@ -176,7 +176,7 @@ def lif_forward(
 
     ``surrogate``, ``alpha`` and ``detach_reset`` only shape the backward pass (``lif_backward``).
     """
-    kernel = _cpu_kernel(x_seq, "piecewise_quadratic")  # the forward pass does not depend on the surrogate
+    kernel = _cpu_kernel(x_seq)
     if kernel is None:
         spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
         return spikes, h_seq if keep_membrane else h_seq.new_empty(0)
@@ -216,7 +216,7 @@ def lif_backward(
     detach_reset: bool,
 ) -> Tensor:
     """Gradient of the inputs ``[T, ...]`` from the spikes' gradient and the saved membrane H."""
-    kernel = _cpu_kernel(h_seq, surrogate)
+    kernel = _cpu_kernel(h_seq) if surrogate in SURROGATE_CODES else None
     if kernel is None:
         return _lif_backward_eager(grad_spikes, h_seq, tau, v_threshold, make_surrogate(surrogate, alpha), detach_reset)
     grad = grad_spikes
