@@ -1,11 +1,15 @@
 """Writers of tiny dataset files in each native layout (byte layouts: ecosystem.md §2.1, docs/datasets.md)."""
 
+import gzip
+import pickle
 import struct
 from pathlib import Path
 
 import lz4.frame
 import numpy as np
+import scipy.io
 import zstandard
+from PIL import Image
 
 from tks.data.event_io import write_atis_bin
 
@@ -105,3 +109,98 @@ def recording(seed: int, n: int = 40, size: int = 20, span: int = 50_000):
     t = np.sort(rng.integers(0, span, n))
     t[0], t[-1] = 0, span
     return list(zip(rng.integers(0, size, n), rng.integers(0, size, n), t, rng.integers(0, 2, n), strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ image layouts
+
+
+def _image(path: Path, seed: int, size=(40, 30), mode="RGB") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+def write_cifar(root: Path, name: str = "cifar10", per_batch: int = 6) -> Path:
+    folder, files, key = {
+        "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels"),
+        "cifar100": ("cifar-100-python", ["train", "test"], "fine_labels"),
+    }[name]
+    (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for f in files:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8), key: list(range(per_batch))}
+        (root / folder / f).write_bytes(pickle.dumps(batch))
+    return root
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    return (
+        bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    )
+
+
+def write_fashion_mnist(root: Path, n: int = 12, gz: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        for kind, array in (("images-idx3", rng.integers(0, 256, (n, 28, 28))), ("labels-idx1", np.arange(n) % 10)):
+            data = idx_bytes(np.asarray(array))
+            name = f"{prefix}-{kind}-ubyte"
+            (root / (name + ".gz" if gz else name)).write_bytes(gzip.compress(data) if gz else data)
+    return root
+
+
+def write_imagenet(root: Path, classes=("n01440764", "n01443537"), per_class: int = 2) -> Path:
+    for split in ("train", "val"):
+        for c in classes:
+            for i in range(per_class):
+                _image(root / split / c / f"{c}_{i}.JPEG", i)
+    return root
+
+
+def write_cub(root: Path) -> Path:
+    base = root / "CUB_200_2011"
+    rows = [(1, "001.Black_footed_Albatross/a_1.jpg", 1, 1), (2, "001.Black_footed_Albatross/a_2.jpg", 1, 0)]
+    rows += [(3, "200.Common_Yellowthroat/c_1.jpg", 200, 1), (4, "200.Common_Yellowthroat/c_2.jpg", 200, 1)]
+    for i, path, _, _ in rows:
+        _image(base / "images" / path, i)
+    (base / "images.txt").write_text("".join(f"{i} {p}\n" for i, p, _, _ in rows))
+    (base / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, _, c, _ in rows))
+    (base / "train_test_split.txt").write_text("".join(f"{i} {s}\n" for i, _, _, s in rows))
+    return root
+
+
+def write_dogs(root: Path) -> Path:
+    lists = {
+        "train": ["n02085620-Chihuahua/n02085620_1.jpg", "n02116738-African_hunting_dog/n02116738_1.jpg"],
+        "test": ["n02085620-Chihuahua/n02085620_2.jpg"],
+    }
+    labels = {"train": [1, 120], "test": [1]}
+    for split, files in lists.items():
+        for i, f in enumerate(files):
+            _image(root / "Images" / f, i)
+        scipy.io.savemat(
+            root / f"{split}_list.mat",
+            {"file_list": np.array(files, dtype=object), "labels": np.array(labels[split]), "annotation_list": files},
+        )
+    return root
+
+
+def write_cars(root: Path) -> Path:
+    base = root / "stanford_cars"
+    (base / "devkit").mkdir(parents=True)
+    scipy.io.savemat(
+        base / "devkit" / "cars_meta.mat", {"class_names": np.array([f"car {i}" for i in range(196)], dtype=object)}
+    )
+    for split, annos, classes in (
+        ("train", base / "devkit" / "cars_train_annos.mat", [1, 196, 5]),
+        ("test", base / "cars_test_annos_withlabels.mat", [196, 2]),  # torchvision needs 2+ (squeeze_me)
+    ):
+        ann = np.zeros(len(classes), dtype=[("fname", "O"), ("class", "O")])
+        ann["fname"] = [f"{i:05d}.jpg" for i in range(len(classes))]
+        ann["class"] = classes
+        for i in range(len(classes)):
+            _image(base / f"cars_{split}" / f"{i:05d}.jpg", i)
+        scipy.io.savemat(annos, {"annotations": ann})
+    return root

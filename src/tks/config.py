@@ -50,6 +50,11 @@ class DataConfig:
     """Batch size for evaluation."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the main process)."""
+    augment: Literal["official", "none", "crop_flip", "randaugment", "autoaugment"] = "official"
+    """Training augmentation preset (docs/datasets.md); ``official``: what the official code uses on the dataset."""
+    normalization: Literal["dataset", "imagenet", "official"] = "dataset"
+    """Image statistics for train and test: the dataset's own, ImageNet's, or ``official`` (ImageNet's for
+    training and CIFAR-10's for testing, the official code's mismatch)."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 1, f"data.num_steps (T) must be >= 1, got {self.num_steps}")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
-from tks.data import DatasetInfo, build_dataset, dataset_info, to_time_major
+from tks.data import DataOptions, DatasetInfo, build_dataset, dataset_info, to_time_major
 from tks.distributed import Dist, init_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
@@ -62,6 +62,11 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
         connect=cfg.connect,
         stem=cfg.stem,
     )
+
+
+def data_options(cfg: DataConfig) -> DataOptions:
+    """The dataset choices of a data config."""
+    return DataOptions(augment=cfg.augment, normalization=cfg.normalization)
 
 
 class _Shard(Sampler[int]):
@@ -144,8 +149,8 @@ def _run(
             device = torch.device("cuda", dist.local_rank)
         if cfg.run.precision == "fp16" and device.type != "cuda":
             raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
-        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root)
-        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root)
+        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root, data_options(cfg.data))
+        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root, data_options(cfg.data))
         model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -277,7 +282,8 @@ def evaluate_checkpoint(
     steps = list(steps) if steps else [cfg.data.num_steps]
     dev = resolve_device(device)
     model = model.to(dev)
-    test_set, _ = build_dataset(cfg.data.name, "test", data_root if data_root is not None else cfg.data.root)
+    root = data_root if data_root is not None else cfg.data.root
+    test_set, _ = build_dataset(cfg.data.name, "test", root, data_options(cfg.data))
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
 
     def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:

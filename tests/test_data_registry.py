@@ -1,0 +1,58 @@
+"""Every registered dataset loads from its native layout, and says where its files go when they are missing."""
+
+import pytest
+import torch
+from data_files import (
+    write_cars,
+    write_cifar,
+    write_cub,
+    write_dogs,
+    write_fashion_mnist,
+    write_imagenet,
+)
+
+from tks.data import DatasetError, build_dataset, dataset_info, list_datasets
+
+WRITERS = {
+    "cifar10": lambda root: write_cifar(root, "cifar10"),
+    "cifar100": lambda root: write_cifar(root, "cifar100"),
+    "fashion-mnist": write_fashion_mnist,
+    "imagenet": write_imagenet,
+    "cub200": write_cub,
+    "stanford-dogs": write_dogs,
+    "stanford-cars": write_cars,
+}
+BUNDLED = {"digits"}
+
+
+def test_every_registered_dataset_has_a_fake_layout_here():
+    assert set(list_datasets()) == set(WRITERS) | BUNDLED
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    base = tmp_path_factory.mktemp("layouts")
+    return {**{name: str(write(base / name)) for name, write in WRITERS.items()}, "digits": None}
+
+
+@pytest.mark.parametrize("name", list_datasets())
+def test_every_dataset_loads_from_its_native_layout(name, roots):
+    for split in ("train", "test"):
+        dataset, info = build_dataset(name, split, roots[name])
+        assert len(dataset) > 0 and info == dataset_info(name)
+        x, label = dataset[len(dataset) - 1]
+        assert x.shape == (info.in_channels, *info.input_size), (name, split, x.shape)
+        assert x.dtype == torch.float32 and torch.isfinite(x).all() and 0 <= label < info.num_classes
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_missing_data_is_one_error_naming_dataset_path_and_layout(name, tmp_path):
+    if dataset_info(name).needs_root:  # fashion-mnist falls back to the Debian package's folder
+        with pytest.raises(DatasetError) as no_root:
+            build_dataset(name, "train", None)
+        message = str(no_root.value)
+        assert message.startswith(f"{name}: no data root given") and "expected" in message
+        assert message.endswith("(see docs/datasets.md)")
+    with pytest.raises(DatasetError) as empty:
+        build_dataset(name, "test", str(tmp_path))
+    assert str(empty.value).startswith(f"{name}: nothing usable at {tmp_path}") and "\n" not in str(empty.value)
