@@ -111,6 +111,21 @@ def recording(seed: int, n: int = 40, size: int = 20, span: int = 50_000):
     return list(zip(rng.integers(0, size, n), rng.integers(0, size, n), t, rng.integers(0, 2, n), strict=True))
 
 
+def write_cifar10_dvs(root: Path, fmt: str = "aedat4", per_class: int = 10, classes=("airplane", "automobile")) -> Path:
+    for c in classes:
+        for i in range(per_class):
+            write_events(root / c / f"cifar10_{c}_{i}.{fmt}", fmt, recording(i + 100 * len(c)))
+    return root
+
+
+def write_ncaltech101(root: Path, per_class=(7, 5), classes=("accordion", "BACKGROUND_Google")) -> Path:
+    for c, n in zip(classes, per_class, strict=True):
+        for i in range(n):
+            events = [(x + 40, y + 30, t, p) for x, y, t, p in recording(i + 7 * len(c))]  # offset: cropped away
+            write_events(root / "Caltech101" / c / f"image_{i + 1:04d}.bin", "bin", events)
+    return root
+
+
 # ------------------------------------------------------------------------------------------------ image layouts
 
 

@@ -1,17 +1,21 @@
 """Every registered dataset loads from its native layout, and says where its files go when they are missing."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from data_files import (
     write_cars,
     write_cifar,
+    write_cifar10_dvs,
     write_cub,
     write_dogs,
     write_fashion_mnist,
     write_imagenet,
+    write_ncaltech101,
 )
 
-from tks.data import DatasetError, build_dataset, dataset_info, list_datasets
+from tks.data import DataOptions, DatasetError, build_dataset, dataset_info, list_datasets
 
 WRITERS = {
     "cifar10": lambda root: write_cifar(root, "cifar10"),
@@ -21,8 +25,10 @@ WRITERS = {
     "cub200": write_cub,
     "stanford-dogs": write_dogs,
     "stanford-cars": write_cars,
+    "cifar10-dvs": write_cifar10_dvs,
+    "ncaltech101": write_ncaltech101,
 }
-BUNDLED = {"digits"}
+BUNDLED = {"digits", "digits-dvs"}
 
 
 def test_every_registered_dataset_has_a_fake_layout_here():
@@ -30,19 +36,24 @@ def test_every_registered_dataset_has_a_fake_layout_here():
 
 
 @pytest.fixture(scope="module")
-def roots(tmp_path_factory):
+def roots(tmp_path_factory, digits_dvs_root):
     base = tmp_path_factory.mktemp("layouts")
-    return {**{name: str(write(base / name)) for name, write in WRITERS.items()}, "digits": None}
+    made = {name: str(write(base / name)) for name, write in WRITERS.items()}
+    return {**made, "digits": None, "digits-dvs": str(digits_dvs_root)}
 
 
 @pytest.mark.parametrize("name", list_datasets())
-def test_every_dataset_loads_from_its_native_layout(name, roots):
+def test_every_dataset_loads_from_its_native_layout(name, roots, tmp_path):
+    options = DataOptions(num_steps=3, frame_size=16, frames_cache=str(tmp_path))
     for split in ("train", "test"):
-        dataset, info = build_dataset(name, split, roots[name])
-        assert len(dataset) > 0 and info == dataset_info(name)
+        dataset, info = build_dataset(name, split, roots[name], options)
+        assert len(dataset) > 0
         x, label = dataset[len(dataset) - 1]
-        assert x.shape == (info.in_channels, *info.input_size), (name, split, x.shape)
+        expected = (info.in_channels, *info.input_size)
+        assert x.shape == ((3, *expected) if info.kind == "events" else expected), (name, split, x.shape)
         assert x.dtype == torch.float32 and torch.isfinite(x).all() and 0 <= label < info.num_classes
+    # frame_size sets the size of event frames only
+    assert info == (dataset_info(name) if info.kind == "static" else replace(dataset_info(name), input_size=(16, 16)))
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))

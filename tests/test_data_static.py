@@ -151,3 +151,5 @@ def test_options_a_dataset_does_not_take(tmp_path):
         build_dataset("cub200", "train", str(tmp_path), DataOptions(augment="randaugment"))
     with pytest.raises(OptionError, match="'fashion-mnist' takes data.normalization in \\['dataset'\\]"):
         build_dataset("fashion-mnist", "train", str(tmp_path), DataOptions(normalization="imagenet"))
+    with pytest.raises(OptionError, match="'ncaltech101' takes data.split in \\['official'\\]"):
+        build_dataset("ncaltech101", "train", str(tmp_path), DataOptions(split_scheme="tebn"))

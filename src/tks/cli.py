@@ -74,6 +74,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         features=args.features,
         activity=args.activity,
         early_exit=args.early_exit,
+        event_steps=args.event_steps,
     )
     print(format_results(result.steps))
     if result.early_exit is not None:
@@ -115,6 +116,22 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """``tks prepare DATASET --root DIR --steps T``: frame an event dataset once into its frame cache."""
+    from tks.data import DataOptions, prepare_frames
+
+    options = DataOptions(
+        num_steps=args.steps,
+        frame_size=args.frame_size,
+        split_scheme=args.split,
+        frames_cache=args.cache,
+        workers=args.workers,
+    )
+    for folder in prepare_frames(args.dataset, args.root, options):
+        print(f"frame cache ready: {folder}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``tks export CHECKPOINT --format nir``."""
     from tks.export import export_checkpoint
@@ -152,7 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="THRESHOLD",
         help="anytime inference swept over confidence thresholds (default sweep when none given)",
     )
+    p.add_argument(
+        "--event-steps",
+        choices=("truncate", "rebin"),
+        default="truncate",
+        help="event data at another T: the first T trained frames, or the events re-binned into T frames",
+    )
     p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("prepare", help="frame an event dataset once into the frame cache training reads")
+    p.add_argument("dataset", help="event dataset, e.g. cifar10-dvs, ncaltech101, digits-dvs")
+    p.add_argument("--root", default=None, help="folder holding the dataset's files (docs/datasets.md)")
+    p.add_argument("--steps", type=int, required=True, metavar="T", help="frames per sample (data.num_steps)")
+    p.add_argument("--frame-size", type=int, default=None, help="frame side (default: the dataset's, 48)")
+    p.add_argument("--split", choices=("official", "tebn"), default="official", help="per-class train/test split")
+    p.add_argument("--cache", default="auto", help="frame cache folder (default: $TKS_CACHE/frames)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes framing files in parallel")
+    p.set_defaults(func=cmd_prepare)
 
     p = verbs.add_parser("export", help="export a trained model (NIR graph for neuromorphic toolchains)")
     p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
@@ -171,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "eval": cmd_eval,
+    "prepare": cmd_prepare,
     "export": cmd_export,
     "models": cmd_models,
 }

@@ -49,15 +49,25 @@ class DataConfig:
     eval_batch_size: int = 256
     """Batch size for evaluation."""
     num_workers: int = 0
-    """DataLoader worker processes (0: load in the main process)."""
-    augment: Literal["official", "none", "crop_flip", "randaugment", "autoaugment"] = "official"
+    """DataLoader worker processes (0: load in the main process); also frames event files when a cache is built."""
+    augment: Literal["official", "none", "crop_flip", "randaugment", "autoaugment", "crop_flip_rotate"] = "official"
     """Training augmentation preset (docs/datasets.md); ``official``: what the official code uses on the dataset."""
     normalization: Literal["dataset", "imagenet", "official"] = "dataset"
     """Image statistics for train and test: the dataset's own, ImageNet's, or ``official`` (ImageNet's for
     training and CIFAR-10's for testing, the official code's mismatch)."""
+    split: Literal["official", "tebn"] = "official"
+    """Per-class split of event datasets: first 90% train (official) or first 10% test (TEBN; CIFAR10-DVS)."""
+    frame_size: int | None = None
+    """Side of the square event frames (None: the dataset's default, 48 for CIFAR10-DVS and N-Caltech101)."""
+    frames_cache: str = "auto"
+    """Event frame cache: ``auto`` ($TKS_CACHE/frames, default ~/.cache/tks/frames), ``off``, or a folder."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 1, f"data.num_steps (T) must be >= 1, got {self.num_steps}")
+        _require(
+            self.frame_size is None or self.frame_size >= 1, f"data.frame_size must be >= 1, got {self.frame_size}"
+        )
+        _require(bool(self.frames_cache), "data.frames_cache must be 'auto', 'off' or a folder")
         _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
-from tks.data import DataOptions, DatasetInfo, build_dataset, dataset_info, to_time_major
+from tks.data import ClassBalancedSampler, DataOptions, DatasetInfo, build_dataset, dataset_info, to_time_major
 from tks.distributed import Dist, init_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
@@ -64,9 +64,18 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
     )
 
 
-def data_options(cfg: DataConfig) -> DataOptions:
-    """The dataset choices of a data config."""
-    return DataOptions(augment=cfg.augment, normalization=cfg.normalization)
+def data_options(cfg: DataConfig, num_steps: int | None = None, progress: bool = True) -> DataOptions:
+    """The dataset choices of a data config; ``num_steps`` overrides T (to re-bin events at another T)."""
+    return DataOptions(
+        num_steps=num_steps or cfg.num_steps,
+        frame_size=cfg.frame_size,
+        augment=cfg.augment,
+        normalization=cfg.normalization,
+        split_scheme=cfg.split,
+        frames_cache=cfg.frames_cache,
+        workers=cfg.num_workers,
+        progress=progress,
+    )
 
 
 class _Shard(Sampler[int]):
@@ -83,10 +92,21 @@ class _Shard(Sampler[int]):
 
 
 def _loader(
-    dataset: Dataset, cfg: DataConfig, *, train: bool, seed: int, device: torch.device, dist: Dist
+    dataset: Dataset,
+    cfg: DataConfig,
+    *,
+    train: bool,
+    seed: int,
+    device: torch.device,
+    dist: Dist,
+    balanced: bool = False,
 ) -> DataLoader:
-    if train:  # shuffled by (seed, epoch) only, so a resumed run sees the same order; split across processes
-        sampler: Sampler[int] = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True, seed=seed)
+    if train and balanced:  # N-Caltech101's official sampler; like the shuffle below, seeded by (seed, epoch)
+        sampler: Sampler[int] = ClassBalancedSampler(
+            dataset.targets, seed=seed, rank=dist.rank, world_size=dist.world_size
+        )
+    elif train:  # shuffled by (seed, epoch) only, so a resumed run sees the same order; split across processes
+        sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=True, seed=seed)
     else:
         sampler = _Shard(len(dataset), dist)
     return DataLoader(
@@ -149,8 +169,9 @@ def _run(
             device = torch.device("cuda", dist.local_rank)
         if cfg.run.precision == "fp16" and device.type != "cuda":
             raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
-        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root, data_options(cfg.data))
-        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root, data_options(cfg.data))
+        options = data_options(cfg.data, progress=cfg.run.progress and dist.is_main)
+        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root, options)
+        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root, options)
         model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -175,7 +196,15 @@ def _run(
                 (run_dir / "config.yaml").write_text(dump_config(cfg))
         metrics = fit(
             model,
-            _loader(train_set, cfg.data, train=True, seed=cfg.run.seed, device=device, dist=dist),
+            _loader(
+                train_set,
+                cfg.data,
+                train=True,
+                seed=cfg.run.seed,
+                device=device,
+                dist=dist,
+                balanced=info.sampler == "class_balanced",
+            ),
             _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=dist),
             Criterion(cfg.loss),
             optimizer,
@@ -254,6 +283,7 @@ def evaluate_checkpoint(
     features: bool = False,
     activity: bool = False,
     early_exit: Sequence[float] | None = None,
+    event_steps: str = "truncate",
 ) -> EvalResult:
     """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
 
@@ -269,6 +299,9 @@ def evaluate_checkpoint(
             ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
         activity: also measure firing rates, operations and energy at the trained T (``tks.activity``).
         early_exit: also sweep these confidence thresholds of anytime inference at the largest T.
+        event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
+            frames (T may not exceed them); ``rebin`` bins the events into T frames (a frame cache per T, built
+            when missing). Recorded in the evaluation.
 
     Returns:
         The metrics for every T, and the activity and early-exit curve when asked for.
@@ -278,22 +311,36 @@ def evaluate_checkpoint(
         raise ConfigError(f"--steps must all be >= 1, got {list(steps)}")
     if early_exit is not None and any(not 0.0 <= th <= 1.0 for th in early_exit):
         raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {list(early_exit)}")
+    if event_steps not in ("truncate", "rebin"):
+        raise ConfigError(f"--event-steps must be 'truncate' or 'rebin', got {event_steps!r}")
     model, info, cfg = load_model(path)
     steps = list(steps) if steps else [cfg.data.num_steps]
     dev = resolve_device(device)
     model = model.to(dev)
     root = data_root if data_root is not None else cfg.data.root
+    if info.kind == "events" and event_steps == "truncate" and max(steps) > cfg.data.num_steps:
+        raise ConfigError(
+            f"the test frames have the trained T={cfg.data.num_steps}; --steps {max(steps)} needs --event-steps rebin"
+        )
     test_set, _ = build_dataset(cfg.data.name, "test", root, data_options(cfg.data))
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
+
+    def batches(t: int) -> DataLoader:
+        if info.kind != "events" or event_steps == "truncate" or t == cfg.data.num_steps:
+            return loader
+        rebinned, _ = build_dataset(cfg.data.name, "test", root, data_options(cfg.data, num_steps=t))
+        return _loader(rebinned, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
 
     def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return partial(to_time_major, kind=info.kind, num_steps=t)
 
     results, logits_at = {}, {}
     for t in steps:
-        logits, targets = predict(model, loader, encode=encoder(t), device=dev)
+        logits, targets = predict(model, batches(t), encode=encoder(t), device=dev)
         results[t], logits_at[t] = classification_metrics(logits, targets), logits
-    evaluation: dict[str, Any] = {"checkpoint": path.name, "steps": {str(t): m for t, m in results.items()}}
+    # re-binned event results go under their own key, so that merged evaluations never mix the two meanings of T
+    steps_key = "steps_rebin" if info.kind == "events" and event_steps == "rebin" else "steps"
+    evaluation: dict[str, Any] = {"checkpoint": path.name, steps_key: {str(t): m for t, m in results.items()}}
     curve = None
     if early_exit is not None:
         longest = max(steps)
@@ -331,8 +378,12 @@ def _merge_metrics(path: Path, evaluation: dict[str, Any]) -> None:
     """Add an evaluation to metrics.json under "eval", keeping the training metrics and earlier values of T."""
     data = json.loads(path.read_text()) if path.is_file() else {}
     previous = data.get("eval", {})
-    steps = {**previous.get("steps", {}), **evaluation.get("steps", {})}
-    data["eval"] = {**previous, **evaluation, "steps": dict(sorted(steps.items(), key=lambda kv: int(kv[0])))}
+    merged = {**previous, **evaluation}
+    for key in ("steps", "steps_rebin"):
+        steps = {**previous.get(key, {}), **evaluation.get(key, {})}
+        if steps:
+            merged[key] = dict(sorted(steps.items(), key=lambda kv: int(kv[0])))
+    data["eval"] = merged
     write_json(path, data)
 
 
