@@ -1,6 +1,7 @@
 """Every command and code block of the README runs, as a new user would run it."""
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -51,7 +52,8 @@ def run(command, cwd):
     argv = shlex.split(command)
     assert argv[0] in ("tks", "torchrun"), command
     exe = Path(sys.executable).with_name(argv[0])
-    return subprocess.run([str(exe), *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "TKS_CACHE": str(Path(cwd) / "cache")}  # generated data and frame caches stay in the test
+    return subprocess.run([str(exe), *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_every_readme_shell_command_runs(workdir):
