@@ -7,6 +7,7 @@ Every registered model maps ``[T, B, C, H, W]`` to per-step logits ``[T, B, num_
 |---|---|---|
 | ``spiking_cnn`` | small 3-layer spiking CNN (digits, Fashion-MNIST) | any >= 4x4 |
 | ``vgg_snn`` | VGG-SNN of TET/TKS for event data | 48x48 |
+| ``vgg_snn_small`` | VGG-SNN design, 2 stages (32, 32 / 64, 64), for small event frames | 16x16 |
 | ``resnet19`` | spiking ResNet-19, 128-channel stem, tdBN (official TKS) | 32x32 |
 | ``resnet19_tet`` | ResNet-19 with TET's 64-channel stem | 32x32 |
 | ``sew_resnet19`` | SEW-ResNet-19 | 32x32 |
@@ -25,7 +26,7 @@ from tks.errors import OptionError, UnknownNameError
 from tks.models.resnet19 import ResNet19
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck, SEWResNet, SEWResNet19
 from tks.models.spiking_cnn import SpikingCNN
-from tks.models.vgg_snn import VGGSNN
+from tks.models.vgg_snn import SMALL_STAGES, VGGSNN
 from tks.snn import NeuronFactory, make_neuron
 from tks.snn.layers import NormName, make_norm
 
@@ -44,6 +45,7 @@ _SEW_OPTIONS = frozenset({"connect", "stem"})
 MODELS: dict[str, ModelSpec] = {
     "spiking_cnn": ModelSpec(SpikingCNN),
     "vgg_snn": ModelSpec(VGGSNN),
+    "vgg_snn_small": ModelSpec(partial(VGGSNN, stages=SMALL_STAGES, pooled=4)),
     "resnet19": ModelSpec(ResNet19, default_norm="tdbn"),
     "resnet19_tet": ModelSpec(partial(ResNet19, stem_channels=64), default_norm="tdbn"),
     "sew_resnet19": ModelSpec(SEWResNet19, options=frozenset({"connect"})),

@@ -16,6 +16,8 @@ from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
+SMALL_STAGES = ((32, 32), (64, 64))
+"""``vgg_snn_small``: the same design, two stages of half width, for small event frames (16x16 digits-dvs)."""
 
 
 class VGGSNN(SpikingClassifier):
@@ -26,18 +28,28 @@ class VGGSNN(SpikingClassifier):
         in_channels: 2 for event polarities.
         neuron: spiking-neuron factory.
         norm: normalisation factory (official: BatchNorm over T*B).
+        stages: conv widths per stage; every stage ends in 2x2 average pooling.
+        pooled: side of the map the classifier sees (3: 48 / 2^4).
     """
 
-    def __init__(self, num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        neuron: NeuronFactory,
+        norm: NormFactory,
+        stages: tuple[tuple[int, ...], ...] = STAGES,
+        pooled: int = 3,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
-        for stage in STAGES:
+        for stage in stages:
             for width in stage:
                 layers += [conv_norm(channels, width, norm), neuron()]
                 channels = width
             layers.append(PerStep(nn.AvgPool2d(2)))
-        # A no-op for 48x48 input (already 3x3); lets other sizes reach the 4608-wide classifier.
-        layers.append(PerStep(nn.AdaptiveAvgPool2d(3), nn.Flatten()))
+        # A no-op at the design input size (48x48 for VGG-SNN); lets other sizes reach the same classifier.
+        layers.append(PerStep(nn.AdaptiveAvgPool2d(pooled), nn.Flatten()))
         self.features = nn.Sequential(*layers)
-        self.classifier = PerStep(nn.Linear(512 * 3 * 3, num_classes))
+        self.classifier = PerStep(nn.Linear(channels * pooled * pooled, num_classes))
