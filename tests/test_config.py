@@ -5,14 +5,14 @@ import yaml
 
 from tks.config import Config, ConfigError, dump_config, load_config, to_dict
 
-CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml"))
+CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
 
 
 def test_configs_folder_is_not_empty():
     assert CONFIGS, "configs/*.yaml missing"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])) if p.parent.name != "configs" else p.name)
 def test_every_config_file_loads_and_round_trips(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)

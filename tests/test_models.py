@@ -13,6 +13,7 @@ from tks.snn.layers import TEBN, make_norm
 # (in_channels, input size) small enough for a CPU test, large enough for every pooling stage
 SIZES = {
     "spiking_cnn": (1, 8),
+    "spiking_lenet": (1, 28),
     "vgg_snn": (2, 16),
     "vgg_snn_small": (2, 16),
     "resnet19": (3, 8),

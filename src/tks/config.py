@@ -61,6 +61,10 @@ class DataConfig:
     """Side of the square event frames (None: the dataset's default, 48 for CIFAR10-DVS and N-Caltech101)."""
     frames_cache: str = "auto"
     """Event frame cache: ``auto`` ($TKS_CACHE/frames, default ~/.cache/tks/frames), ``off``, or a folder."""
+    train_limit: int | None = None
+    """Use only this many training samples (a fixed random subset, the same for every seed); None: all."""
+    test_limit: int | None = None
+    """Use only this many test samples (a fixed random subset); None: all."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 1, f"data.num_steps (T) must be >= 1, got {self.num_steps}")
@@ -71,6 +75,9 @@ class DataConfig:
         _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        for key in ("train_limit", "test_limit"):
+            value = getattr(self, key)
+            _require(value is None or value >= 1, f"data.{key} must be >= 1 or null, got {value}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
@@ -76,6 +76,31 @@ def data_options(cfg: DataConfig, num_steps: int | None = None, progress: bool =
         workers=cfg.num_workers,
         progress=progress,
     )
+
+
+class _Limited(Subset):
+    """A fixed random subset of a dataset (the same for every run seed), keeping ``targets`` for samplers."""
+
+    def __init__(self, dataset: Dataset, limit: int) -> None:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
+        super().__init__(dataset, order[: min(limit, len(dataset))].tolist())
+        targets = getattr(dataset, "targets", None)
+        if targets is not None:
+            self.targets = [targets[i] for i in self.indices]
+
+
+def load_split(
+    cfg: DataConfig, split: str, root: str | None = None, num_steps: int | None = None, progress: bool = False
+) -> tuple[Dataset, DatasetInfo]:
+    """One split of the configured dataset, limited to ``train_limit`` / ``test_limit`` samples when set."""
+    dataset, info = build_dataset(
+        cfg.name,
+        split,
+        root if root is not None else cfg.root,
+        data_options(cfg, num_steps=num_steps, progress=progress),
+    )
+    limit = cfg.train_limit if split == "train" else cfg.test_limit
+    return (_Limited(dataset, limit) if limit is not None else dataset), info
 
 
 class _Shard(Sampler[int]):
@@ -169,9 +194,9 @@ def _run(
             device = torch.device("cuda", dist.local_rank)
         if cfg.run.precision == "fp16" and device.type != "cuda":
             raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
-        options = data_options(cfg.data, progress=cfg.run.progress and dist.is_main)
-        train_set, info = build_dataset(cfg.data.name, "train", cfg.data.root, options)
-        test_set, _ = build_dataset(cfg.data.name, "test", cfg.data.root, options)
+        progress = cfg.run.progress and dist.is_main
+        train_set, info = load_split(cfg.data, "train", progress=progress)
+        test_set, _ = load_split(cfg.data, "test", progress=progress)
         model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -265,6 +290,10 @@ def load_model(path: str | Path) -> tuple[nn.Module, DatasetInfo, Config]:
     return model.eval(), info, cfg
 
 
+FEATURES_LIMIT = 2000
+"""Samples whose features ``tks eval --features`` saves: enough for a t-SNE picture, small enough to keep."""
+
+
 @dataclass(frozen=True)
 class EvalResult:
     """What ``evaluate_checkpoint`` measured (also merged into the run's ``metrics.json`` under ``"eval"``)."""
@@ -295,8 +324,8 @@ def evaluate_checkpoint(
         steps: the values of T (default: the T it was trained with).
         data_root: overrides the dataset folder stored in the checkpoint's config.
         device: ``auto``, ``cpu`` or ``cuda``.
-        features: also save the time-averaged penultimate features of the test set at the trained T to
-            ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
+        features: also save the time-averaged penultimate features of the first ``FEATURES_LIMIT`` test samples at
+            the trained T to ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
         activity: also measure firing rates, operations and energy at the trained T (``tks.activity``).
         early_exit: also sweep these confidence thresholds of anytime inference at the largest T.
         event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
@@ -322,13 +351,13 @@ def evaluate_checkpoint(
         raise ConfigError(
             f"the test frames have the trained T={cfg.data.num_steps}; --steps {max(steps)} needs --event-steps rebin"
         )
-    test_set, _ = build_dataset(cfg.data.name, "test", root, data_options(cfg.data))
+    test_set, _ = load_split(cfg.data, "test", root)
     loader = _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
 
     def batches(t: int) -> DataLoader:
         if info.kind != "events" or event_steps == "truncate" or t == cfg.data.num_steps:
             return loader
-        rebinned, _ = build_dataset(cfg.data.name, "test", root, data_options(cfg.data, num_steps=t))
+        rebinned, _ = load_split(cfg.data, "test", root, num_steps=t)
         return _loader(rebinned, cfg.data, train=False, seed=cfg.run.seed, device=dev, dist=Dist.single())
 
     def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -353,7 +382,9 @@ def evaluate_checkpoint(
         )
         evaluation["activity"] = counts
     if features:
-        feats, labels, predictions = collect_features(model, loader, encode=encoder(cfg.data.num_steps), device=dev)
+        feats, labels, predictions = collect_features(
+            model, loader, encode=encoder(cfg.data.num_steps), device=dev, limit=FEATURES_LIMIT
+        )
         np.savez_compressed(path.with_name("features.npz"), features=feats, labels=labels, predictions=predictions)
     _merge_metrics(path.with_name("metrics.json"), evaluation)
     return EvalResult(results, counts, curve)
@@ -361,17 +392,24 @@ def evaluate_checkpoint(
 
 @torch.inference_mode()
 def collect_features(
-    model: nn.Module, batches: Any, *, encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+    model: nn.Module,
+    batches: Any,
+    *,
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Time-averaged penultimate features ``[N, D]``, labels ``[N]`` and predictions ``[N]`` of a whole set."""
+    """Time-averaged penultimate features ``[N, D]``, labels ``[N]`` and predictions ``[N]`` (at most ``limit``)."""
     model.eval()
     feats, labels, predictions = [], [], []
     for x, y in batches:
+        if limit is not None and sum(len(batch) for batch in labels) >= limit:
+            break
         x = encode(x.to(device))
         feats.append(model.forward_features(x).float().cpu())
         predictions.append(model(x).mean(0).argmax(-1).cpu())
         labels.append(y)
-    return torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(predictions).numpy()
+    return tuple(torch.cat(part)[:limit].numpy() for part in (feats, labels, predictions))
 
 
 def _merge_metrics(path: Path, evaluation: dict[str, Any]) -> None:

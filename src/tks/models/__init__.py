@@ -5,7 +5,8 @@ Every registered model maps ``[T, B, C, H, W]`` to per-step logits ``[T, B, num_
 
 | name | network | input |
 |---|---|---|
-| ``spiking_cnn`` | small 3-layer spiking CNN (digits, Fashion-MNIST) | any >= 4x4 |
+| ``spiking_cnn`` | small 3-layer spiking CNN (the bundled digits) | any >= 4x4 |
+| ``spiking_lenet`` | narrower 3-layer spiking CNN pooling after every block (Fashion-MNIST) | 28x28 |
 | ``vgg_snn`` | VGG-SNN of TET/TKS for event data | 48x48 |
 | ``vgg_snn_small`` | VGG-SNN design, 2 stages (32, 32 / 64, 64), for small event frames | 16x16 |
 | ``resnet19`` | spiking ResNet-19, 128-channel stem, tdBN (official TKS) | 32x32 |
@@ -44,6 +45,7 @@ _SEW_OPTIONS = frozenset({"connect", "stem"})
 
 MODELS: dict[str, ModelSpec] = {
     "spiking_cnn": ModelSpec(SpikingCNN),
+    "spiking_lenet": ModelSpec(partial(SpikingCNN, channels=(16, 32, 64), pool_first=True)),
     "vgg_snn": ModelSpec(VGGSNN),
     "vgg_snn_small": ModelSpec(partial(VGGSNN, stages=SMALL_STAGES, pooled=4)),
     "resnet19": ModelSpec(ResNet19, default_norm="tdbn"),

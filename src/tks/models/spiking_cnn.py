@@ -1,7 +1,8 @@
-"""A small spiking CNN for small images (the bundled digits, Fashion-MNIST): the default model of ``tks train``.
+"""Small spiking CNNs for small images: ``spiking_cnn`` (digits, the default) and ``spiking_lenet`` (28x28).
 
 Three conv-norm-LIF blocks (T folded into the batch for conv and BN), average pooling to 2x2, and a linear
-classifier applied at every step.
+classifier applied at every step. ``spiking_lenet`` is narrower (16/32/64) and pools after every block, so its
+convolutions run at 28, 14 and 7 pixels.
 
 Input:  ``[T, B, C, H, W]`` (H, W >= 4).
 Output: logits ``[T, B, num_classes]``.
@@ -25,6 +26,7 @@ class SpikingCNN(SpikingClassifier):
         neuron: spiking-neuron factory.
         norm: normalisation factory.
         channels: widths (c1, c2, c3).
+        pool_first: also pool after the first block (for 28x28 input).
     """
 
     def __init__(
@@ -34,12 +36,15 @@ class SpikingCNN(SpikingClassifier):
         neuron: NeuronFactory,
         norm: NormFactory,
         channels: tuple[int, int, int] = (32, 64, 128),
+        pool_first: bool = False,
     ) -> None:
         super().__init__()
         c1, c2, c3 = channels
+        first_pool = [PerStep(nn.AvgPool2d(2))] if pool_first else []
         self.features = nn.Sequential(
             conv_norm(in_channels, c1, norm),
             neuron(),
+            *first_pool,
             conv_norm(c1, c2, norm),
             neuron(),
             PerStep(nn.AvgPool2d(2)),
