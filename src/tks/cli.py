@@ -151,6 +151,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``tks plot RUN_DIR... [--out DIR] [--trained-at-each-t]``: Fig. 3, 4, 5 and training curves."""
+    from tks.plots import plot_runs
+
+    files, notes = plot_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
+    _print_notes(notes)
+    print("wrote " + " ".join(str(f) for f in files))
+    return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
+
+
 def _add_run_dirs(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders that hold run folders")
 
@@ -213,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
     p.set_defaults(func=cmd_compare)
 
+    at_each_t = "Fig. 3: also draw the models trained at each T, at their own T"
+    p = verbs.add_parser("plot", help="the paper's Fig. 3, 4, 5 and training curves as PNG and PDF")
+    _add_run_dirs(p)
+    p.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures)")
+    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.set_defaults(func=cmd_plot)
+
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
@@ -227,6 +249,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "export": cmd_export,
     "models": cmd_models,
     "compare": cmd_compare,
+    "plot": cmd_plot,
 }
 
 
