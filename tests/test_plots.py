@@ -169,7 +169,7 @@ def test_cli_plot_from_real_digits_runs(digits_runs, tmp_path, capsys):
         assert (tmp_path / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
-@pytest.mark.parametrize("module", ["compare.py", "plots.py"])
+@pytest.mark.parametrize("module", ["compare.py", "plots.py", "report.py"])
 def test_presentation_modules_read_files_only(module):
     """They import no torch and none of the modules that build models, data or training."""
     tree = ast.parse((SRC / module).read_text())

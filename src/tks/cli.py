@@ -161,6 +161,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """``tks report RUN_DIR... [--out FILE]``: one self-contained HTML page."""
+    from tks.report import report_runs
+
+    page, notes = report_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
+    _print_notes(notes)
+    print(f"wrote {page}")
+    return 0
+
+
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
@@ -235,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
     p.set_defaults(func=cmd_plot)
 
+    p = verbs.add_parser("report", help="one self-contained HTML page: table, figures and configs")
+    _add_run_dirs(p)
+    p.add_argument("--out", default="report.html", metavar="FILE", help="output file (default: report.html)")
+    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.set_defaults(func=cmd_report)
+
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
@@ -250,6 +266,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "models": cmd_models,
     "compare": cmd_compare,
     "plot": cmd_plot,
+    "report": cmd_report,
 }
 
 
