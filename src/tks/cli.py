@@ -141,6 +141,45 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``tks compare RUN_DIR... [--out DIR]``: the paper's Table 4 over the runs, mean ± std over seeds."""
+    from tks.compare import compare_runs
+
+    print(compare_runs(args.run_dirs, args.out), end="")
+    if args.out:
+        print(f"\nwrote {args.out}/compare.md and {args.out}/compare.csv")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``tks plot RUN_DIR... [--out DIR] [--trained-at-each-t]``: Fig. 3, 4, 5 and training curves."""
+    from tks.plots import plot_runs
+
+    files, notes = plot_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
+    _print_notes(notes)
+    print("wrote " + " ".join(str(f) for f in files))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``tks report RUN_DIR... [--out FILE]``: one self-contained HTML page."""
+    from tks.report import report_runs
+
+    page, notes = report_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
+    _print_notes(notes)
+    print(f"wrote {page}")
+    return 0
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
+
+
+def _add_run_dirs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders that hold run folders")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -194,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, default=1e-4, help="time step in seconds; LIF tau becomes tau x dt")
     p.set_defaults(func=cmd_export)
 
+    p = verbs.add_parser("compare", help="table of methods by top-1 / top-5 / AURC, mean ± std over seeds")
+    _add_run_dirs(p)
+    p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
+    p.set_defaults(func=cmd_compare)
+
+    at_each_t = "Fig. 3: also draw the models trained at each T, at their own T"
+    p = verbs.add_parser("plot", help="the paper's Fig. 3, 4, 5 and training curves as PNG and PDF")
+    _add_run_dirs(p)
+    p.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures)")
+    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.set_defaults(func=cmd_plot)
+
+    p = verbs.add_parser("report", help="one self-contained HTML page: table, figures and configs")
+    _add_run_dirs(p)
+    p.add_argument("--out", default="report.html", metavar="FILE", help="output file (default: report.html)")
+    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.set_defaults(func=cmd_report)
+
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
@@ -207,6 +264,9 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": cmd_prepare,
     "export": cmd_export,
     "models": cmd_models,
+    "compare": cmd_compare,
+    "plot": cmd_plot,
+    "report": cmd_report,
 }
 
 

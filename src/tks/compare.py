@@ -1,0 +1,406 @@
+"""Read run folders and aggregate them over seeds: the paper's Table 4 and the numbers behind its figures.
+
+Table 4 compares methods by top-1 / top-5 / AURC. Only the files a run writes are read (docs/run-files.md): no model
+is built and no data is loaded, so this module imports neither torch nor the models. Runs whose configs differ only
+in the ``run`` section (seed, name, device, precision, ...) and in where or how data are read (``data.root``,
+``data.num_workers``, ``data.eval_batch_size``) are repetitions of one experiment: a ``Group``. Its statistics are
+the mean and the sample standard deviation (denominator n - 1) over its runs; a group of one run has no standard
+deviation (``None``, shown as no ``±``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tks.config import Config, ConfigError, LossConfig, from_dict, to_dict
+from tks.errors import TKSError
+
+
+class RunFolderError(TKSError):
+    """A path that is not a run folder, or a run folder with a missing or broken file."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number of ``metrics.json`` as the paper prints it."""
+
+    key: str
+    """Key in ``metrics.json`` (a fraction)."""
+    header: str
+    """Column header, with the unit."""
+    column: str
+    """CSV column stem, with the unit."""
+    scale: float
+    """Factor from the stored fraction to the printed unit."""
+    higher_is_better: bool
+
+
+METRICS = (
+    Metric("top1", "top-1 (%)", "top1_pct", 100.0, True),
+    Metric("top5", "top-5 (%)", "top5_pct", 100.0, True),
+    Metric("aurc", "AURC (x10^3)", "aurc_x1e3", 1000.0, False),
+    Metric("e_aurc", "E-AURC (x10^3)", "e_aurc_x1e3", 1000.0, False),
+    Metric("ece", "ECE (%)", "ece_pct", 100.0, False),
+)
+REQUIRED_METRICS = tuple(m.key for m in METRICS) + ("per_step", "num_steps")
+
+# Method labels of loss.name, in the paper's row order (Table 4).
+METHOD_LABELS = {"ce": "Baseline", "ls": "LS", "tet": "TET", "tks": "TKS"}
+METHOD_ORDER = tuple(METHOD_LABELS.values())
+# The loss options that make a TKS run a variant of the official TKS (docs/run-files.md).
+TKS_VARIANT_FIELDS = ("teacher", "detach_teacher", "teacher_target", "student", "student_temperature")
+# Config keys that do not change the experiment: runs differing only in these are repetitions.
+NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
+
+TABLE_NOTE = (
+    "Test set at the trained T. Mean ± sample standard deviation (n - 1) over the runs of a row; a row of one run "
+    "shows no ±. Best of each block in bold (higher top-1/top-5, lower AURC/E-AURC/ECE)."
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """The files of one run folder, read and checked."""
+
+    path: Path
+    config: Config
+    metrics: dict[str, Any]
+    """``metrics.json``: the final model at the trained T, and ``eval.steps`` from ``tks eval``."""
+    log: tuple[dict[str, Any], ...]
+    """``log.jsonl``: one record per epoch."""
+
+    @property
+    def seed(self) -> int:
+        """``run.seed``."""
+        return self.config.run.seed
+
+    @property
+    def num_steps(self) -> int:
+        """The T the run was trained with."""
+        return self.config.data.num_steps
+
+    @property
+    def features_path(self) -> Path:
+        """``features.npz``, written by ``tks eval --features`` (may not exist)."""
+        return self.path / "features.npz"
+
+    def top1_by_steps(self) -> dict[int, float]:
+        """Top-1 at each test T that was evaluated (``eval.steps``), always including the trained T."""
+        steps = {int(t): m["top1"] for t, m in self.metrics.get("eval", {}).get("steps", {}).items()}
+        # The top level is the final model at the trained T, the same model ``tks eval`` loads from checkpoint.pt.
+        steps.setdefault(self.num_steps, self.metrics["top1"])
+        return dict(sorted(steps.items()))
+
+
+def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run folders named by ``paths``, each once.
+
+    A folder holding ``config.yaml`` is a run; any other folder stands for its subfolders that hold one (one level
+    down, sorted by name).
+
+    Raises:
+        RunFolderError: for a path that does not exist, or a folder that is no run and holds none.
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RunFolderError(f"run folder not found: {path}")
+        if (path / "config.yaml").is_file():
+            found.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
+        if not children:
+            raise RunFolderError(f"{path} is not a run folder (no config.yaml) and holds no run folders")
+        found.extend(children)
+    seen: set[Path] = set()
+    unique = []
+    for path in found:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append(path)
+    return unique
+
+
+def read_run(path: str | Path) -> Run:
+    """Read ``config.yaml``, ``metrics.json`` and ``log.jsonl`` of one run folder.
+
+    Raises:
+        RunFolderError: naming the file that is missing, is not valid YAML/JSON, or lacks a needed entry.
+    """
+    path = Path(path)
+    config_text = _read(path / "config.yaml", "tks train writes it when the run starts")
+    try:
+        config = from_dict(Config, yaml.safe_load(config_text) or {})
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise RunFolderError(f"{path / 'config.yaml'} is not a valid tks config: {_one_line(exc)}") from None
+    metrics = _parse_json(path / "metrics.json", _read(path / "metrics.json", "tks train writes it when it ends"))
+    missing = [key for key in REQUIRED_METRICS if key not in metrics]
+    if missing:
+        raise RunFolderError(f"{path / 'metrics.json'} lacks {', '.join(missing)}")
+    log_path = path / "log.jsonl"
+    lines = _read(log_path, "tks train writes a line per epoch").splitlines()
+    log = tuple(_parse_json(log_path, line, line=i) for i, line in enumerate(lines, 1) if line.strip())
+    return Run(path, config, metrics, log)
+
+
+def read_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """``read_run`` of every run folder named by ``paths`` (see ``expand_run_dirs``); at least one."""
+    dirs = expand_run_dirs(paths)
+    if not dirs:
+        raise RunFolderError("no run folders given")
+    return [read_run(d) for d in dirs]
+
+
+def _read(path: Path, hint: str) -> str:
+    if not path.is_file():
+        raise RunFolderError(f"{path} is missing ({hint})")
+    return path.read_text()
+
+
+def _parse_json(path: Path, text: str, line: int | None = None) -> dict[str, Any]:
+    where = f"{path}, line {line}" if line is not None else str(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{where} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{where} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def method_label(loss: LossConfig) -> str:
+    """The paper's name of a run's method: Baseline, LS, TET, TKS, or a TKS variant with what differs.
+
+    The paper's own equations (mean teacher, time-averaged student at temperature tau) read "TKS (paper Eq. 5-7)".
+    """
+    base = METHOD_LABELS[loss.name]
+    if loss.name != "tks":
+        return base
+    official = LossConfig()
+    changed = [f for f in TKS_VARIANT_FIELDS if getattr(loss, f) != getattr(official, f)]
+    if not changed:
+        return base
+    paper = {"teacher": "mean", "student": "mean", "student_temperature": loss.temperature}
+    if set(changed) == set(paper) and all(getattr(loss, f) == v for f, v in paper.items()):
+        return f"{base} (paper Eq. 5-7)"
+    return f"{base} ({', '.join(_setting(f, getattr(loss, f)) for f in changed)})"
+
+
+def _setting(key: str, value: Any) -> str:
+    return key if value is True else f"{key}={value}"
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def experiment_settings(config: Config) -> dict[str, Any]:
+    """The flattened config without the keys that do not define the experiment (``run.*`` and NOT_EXPERIMENT)."""
+    flat = _flat(to_dict(config))
+    return {k: v for k, v in flat.items() if not k.startswith("run.") and k not in NOT_EXPERIMENT}
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs of one experiment that differ only in seed (and other ``run`` settings)."""
+
+    dataset: str
+    model: str
+    num_steps: int
+    """Trained T."""
+    method: str
+    """Display label: ``method_label``, plus the settings that tell apart groups of the same label and block."""
+    runs: tuple[Run, ...]
+
+    @property
+    def block(self) -> tuple[str, str, int]:
+        """The (dataset, model, trained T) block of the table this group is a row of."""
+        return self.dataset, self.model, self.num_steps
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each run, in order."""
+        return [r.seed for r in self.runs]
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Group runs by experiment; sorted by dataset, model, T, then the paper's method order.
+
+    Two groups of one block whose methods share a label (e.g. TKS at temperature 3 and at 5) get the settings in
+    which they differ appended to the label, e.g. ``TKS (loss.temperature=5.0)``.
+    """
+    by_key: dict[str, list[Run]] = {}
+    for run in runs:  # JSON text as the key: settings may hold lists, which cannot be hashed
+        by_key.setdefault(json.dumps(experiment_settings(run.config), sort_keys=True), []).append(run)
+    labelled: dict[tuple, list[list[Run]]] = {}
+    for members in by_key.values():
+        cfg = members[0].config
+        block_and_label = (cfg.data.name, cfg.model.name, cfg.data.num_steps, method_label(cfg.loss))
+        labelled.setdefault(block_and_label, []).append(members)
+    groups = []
+    for (dataset, model, steps, label), same in labelled.items():
+        settings = [experiment_settings(members[0].config) for members in same]
+        differing = _differing_settings(settings)
+        for members, setting in zip(same, settings, strict=True):
+            suffix = ", ".join(f"{k}={setting.get(k)}" for k in differing)
+            name = f"{label} ({suffix})" if suffix else label
+            groups.append(Group(dataset, model, steps, name, tuple(sorted(members, key=lambda r: r.seed))))
+    return sorted(groups, key=lambda g: (g.block, _method_rank(g.method), g.method))
+
+
+def _differing_settings(settings: list[dict[str, Any]]) -> list[str]:
+    keys = sorted(set().union(*settings))
+    return [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+
+
+def _method_rank(label: str) -> int:
+    base = label.split(" (")[0]
+    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation of a value over n runs (``std`` is None when n = 1)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def mean_std(values: Sequence[float]) -> Stat:
+    """Mean and sample standard deviation (denominator n - 1) of at least one value."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return Stat(mean, std, n)
+
+
+def summarize(group: Group) -> dict[str, Stat]:
+    """``Stat`` of each of ``METRICS`` over the group's runs, in the printed unit (% or x10^3)."""
+    return {m.key: mean_std([m.scale * r.metrics[m.key] for r in group.runs]) for m in METRICS}
+
+
+def accuracy_by_test_steps(group: Group) -> dict[int, Stat]:
+    """Top-1 (%) at each test T (paper Fig. 3), over the runs evaluated at that T."""
+    values: dict[int, list[float]] = {}
+    for run in group.runs:
+        for t, top1 in run.top1_by_steps().items():
+            values.setdefault(t, []).append(100.0 * top1)
+    return {t: mean_std(v) for t, v in sorted(values.items())}
+
+
+def per_step_accuracy(group: Group) -> list[Stat]:
+    """Accuracy (%) of each single step t = 1..T at the trained T (paper Fig. 4), over the runs."""
+    per_run = [r.metrics["per_step"] for r in group.runs]
+    return [mean_std([100.0 * acc[t] for acc in per_run]) for t in range(group.num_steps)]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the comparison table."""
+
+    group: Group
+    stats: dict[str, Stat]
+    best: frozenset[str]
+    """Keys of ``METRICS`` in which this row is the best of its block (only in blocks of several rows)."""
+
+
+def table_rows(groups: Sequence[Group]) -> list[Row]:
+    """Rows of the comparison table, with the best value of each block marked as the paper's boldface."""
+    stats = [summarize(g) for g in groups]
+    rows = []
+    for group, stat in zip(groups, stats, strict=True):
+        block = [s for g, s in zip(groups, stats, strict=True) if g.block == group.block]
+        best = set()
+        if len(block) > 1:
+            for m in METRICS:
+                pick = max if m.higher_is_better else min
+                if stat[m.key].mean == pick(s[m.key].mean for s in block):
+                    best.add(m.key)
+        rows.append(Row(group, stat, frozenset(best)))
+    return rows
+
+
+def format_stat(stat: Stat) -> str:
+    """``"84.72 ± 1.23"``, or ``"84.72"`` for a single run."""
+    return f"{stat.mean:.2f}" if stat.std is None else f"{stat.mean:.2f} ± {stat.std:.2f}"
+
+
+TABLE_HEADER = ("Dataset", "Model", "T", "Method", *(m.header for m in METRICS), "seeds")
+
+
+def to_markdown(rows: Sequence[Row]) -> str:
+    """The comparison as a Markdown table in the layout of the paper's Table 4, followed by a note on the numbers.
+
+    Dataset, model and T are written on the first row of each block only, as the paper merges those cells.
+    """
+    lines = ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * 3 + ":---|" + "---:|" * (len(METRICS) + 1)]
+    previous = None
+    for row in rows:
+        g = row.group
+        head = ["", "", ""] if g.block == previous else [g.dataset, g.model, str(g.num_steps)]
+        previous = g.block
+        cells = [_md_bold(format_stat(row.stats[m.key]), m.key in row.best) for m in METRICS]
+        lines.append("| " + " | ".join([*head, _md_escape(g.method), *cells, str(len(g.runs))]) + " |")
+    return "\n".join(lines) + f"\n\n{TABLE_NOTE}\n"
+
+
+def _md_bold(text: str, bold: bool) -> str:
+    return f"**{text}**" if bold else text
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    """The comparison as CSV: one row per group, mean and sample std of every metric (std empty for one run)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    stats = [f"{m.column}_{s}" for m in METRICS for s in ("mean", "std")]
+    writer.writerow(["dataset", "model", "T", "method", *stats, "n", "seeds"])
+    for row in rows:
+        g = row.group
+        numbers = []
+        for m in METRICS:
+            stat = row.stats[m.key]
+            numbers += [repr(stat.mean), "" if stat.std is None else repr(stat.std)]
+        seeds = ";".join(map(str, g.seeds))
+        writer.writerow([g.dataset, g.model, g.num_steps, g.method, *numbers, len(g.runs), seeds])
+    return out.getvalue()
+
+
+def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> str:
+    """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
+
+    With ``out_dir`` the table is also written there as ``compare.md``, and as ``compare.csv``.
+    """
+    rows = table_rows(group_runs(read_runs(paths)))
+    markdown = to_markdown(rows)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compare.md").write_text(markdown)
+        (out / "compare.csv").write_text(to_csv(rows))
+    return markdown

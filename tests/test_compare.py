@@ -1,0 +1,179 @@
+import csv
+import io
+import json
+import math
+
+import pytest
+from run_folders import fake_run
+
+from tks.cli import main
+from tks.compare import (
+    RunFolderError,
+    accuracy_by_test_steps,
+    compare_runs,
+    expand_run_dirs,
+    group_runs,
+    mean_std,
+    method_label,
+    per_step_accuracy,
+    read_run,
+    read_runs,
+    table_rows,
+    to_csv,
+    to_markdown,
+)
+from tks.config import load_config
+
+
+def test_mean_and_sample_std_by_hand():
+    stat = mean_std([1.0, 2.0, 3.0, 4.0])
+    assert stat.mean == 2.5 and stat.n == 4
+    assert stat.std == pytest.approx(math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 3))  # n - 1 = 3
+    one = mean_std([7.0])
+    assert (one.mean, one.std, one.n) == (7.0, None, 1)
+    with pytest.raises(ValueError):
+        mean_std([])
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    """Baseline seeds 0 and 1 (top-1 80% and 90%), TKS seed 0 (top-1 95%), all trained at T=2; top-5 all 100%."""
+    fake_run(tmp_path, "ce0", seed=0, metrics={"top1": 0.80, "aurc": 0.010, "per_step": [0.7, 0.8]})
+    fake_run(tmp_path, "ce1", seed=1, metrics={"top1": 0.90, "aurc": 0.020, "per_step": [0.8, 1.0]})
+    tks = {"top1": 0.95, "aurc": 0.005, "e_aurc": 0.004, "ece": 0.03, "per_step": [0.9, 0.9]}
+    fake_run(tmp_path, "tks0", loss="tks", metrics=tks)
+    return tmp_path
+
+
+def test_runs_that_differ_only_in_seed_form_one_group(three_runs):
+    groups = group_runs(read_runs([three_runs]))
+    assert [(g.method, g.seeds) for g in groups] == [("Baseline", [0, 1]), ("TKS", [0])]
+    baseline = table_rows(groups)[0].stats
+    assert baseline["top1"].mean == pytest.approx(85.0)
+    assert baseline["top1"].std == pytest.approx(math.sqrt(2 * 5.0**2 / 1))  # 7.071
+    assert baseline["aurc"].mean == pytest.approx(15.0) and baseline["aurc"].std == pytest.approx(7.0710678)
+    assert baseline["top5"].std == 0.0  # two equal values: a real zero, unlike one run's None
+    assert table_rows(groups)[1].stats["top1"].std is None
+
+
+def test_per_step_and_test_steps_statistics(tmp_path):
+    fake_run(
+        tmp_path, "a", seed=0, metrics={"top1": 0.8, "per_step": [0.7, 0.8], "eval": {"steps": {"1": {"top1": 0.6}}}}
+    )
+    fake_run(
+        tmp_path, "b", seed=1, metrics={"top1": 0.9, "per_step": [0.9, 1.0], "eval": {"steps": {"1": {"top1": 0.7}}}}
+    )
+    (group,) = group_runs(read_runs([tmp_path]))
+    assert [s.mean for s in per_step_accuracy(group)] == pytest.approx([80.0, 90.0])
+    by_steps = accuracy_by_test_steps(group)
+    assert list(by_steps) == [1, 2]  # T=2 comes from the top level: the trained T
+    assert by_steps[1].mean == pytest.approx(65.0) and by_steps[2].mean == pytest.approx(85.0)
+
+
+def test_markdown_has_the_table_4_layout_with_bold_best(three_runs):
+    markdown = to_markdown(table_rows(group_runs(read_runs([three_runs]))))
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| Dataset | Model | T | Method | top-1 (%) | top-5 (%) | AURC (x10^3) |")
+    assert lines[2] == (
+        "| digits | spiking_cnn | 2 | Baseline | 85.00 ± 7.07 | **100.00 ± 0.00** | 15.00 ± 7.07 | 5.00 ± 0.00 "
+        "| **2.00 ± 0.00** | 2 |"
+    )
+    # the block's cells are merged as in the paper; ties are bold in both rows; a single run has no ±
+    assert lines[3] == "|  |  |  | TKS | **95.00** | **100.00** | **5.00** | **4.00** | 3.00 | 1 |"
+    assert "sample standard deviation" in markdown
+
+
+def test_csv_holds_means_and_stds(three_runs):
+    rows = list(csv.DictReader(io.StringIO(to_csv(table_rows(group_runs(read_runs([three_runs])))))))
+    assert [r["method"] for r in rows] == ["Baseline", "TKS"]
+    assert float(rows[0]["top1_pct_mean"]) == pytest.approx(85.0)
+    assert float(rows[0]["aurc_x1e3_std"]) == pytest.approx(7.0710678)
+    assert rows[0]["seeds"] == "0;1" and rows[0]["n"] == "2"
+    assert rows[1]["top1_pct_std"] == ""  # one run: no standard deviation
+
+
+@pytest.mark.parametrize(
+    ("overrides", "label"),
+    [
+        (["loss.name=ce"], "Baseline"),
+        (["loss.name=ls"], "LS"),
+        (["loss.name=tet"], "TET"),
+        (["loss.name=tks"], "TKS"),
+        (["loss.teacher=mean", "loss.student=mean", "loss.student_temperature=3"], "TKS (paper Eq. 5-7)"),
+        (["loss.teacher=mean"], "TKS (teacher=mean)"),
+        (["loss.detach_teacher=true", "loss.teacher_target=logits"], "TKS (detach_teacher, teacher_target=logits)"),
+    ],
+)
+def test_method_labels(overrides, label):
+    assert method_label(load_config(None, overrides).loss) == label
+
+
+def test_groups_of_one_label_are_told_apart_by_what_differs(tmp_path):
+    fake_run(tmp_path, "t3", loss="tks", overrides=("loss.temperature=3",))
+    fake_run(tmp_path, "t5", loss="tks", overrides=("loss.temperature=5",))
+    fake_run(tmp_path, "t5-other-name", loss="tks", seed=1, overrides=("loss.temperature=5", "run.name=x"))
+    fake_run(tmp_path, "t4", loss="tks", steps=4)  # another T: another block, plain label
+    groups = group_runs(read_runs([tmp_path]))
+    assert [(g.num_steps, g.method, len(g.runs)) for g in groups] == [
+        (2, "TKS (loss.temperature=3.0)", 1),
+        (2, "TKS (loss.temperature=5.0)", 2),
+        (4, "TKS", 1),
+    ]
+
+
+def test_parent_folders_expand_to_their_runs(three_runs):
+    run = three_runs / "tks0"
+    assert expand_run_dirs([three_runs]) == [three_runs / "ce0", three_runs / "ce1", run]
+    assert expand_run_dirs([run, three_runs]) == [run, three_runs / "ce0", three_runs / "ce1"]  # once each
+
+
+def _break(run, name, text):
+    (run / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda run: (run / "metrics.json").unlink(), "metrics.json is missing"),
+        (lambda run: _break(run, "metrics.json", '{"top1": 0.9,'), "metrics.json is not valid JSON"),
+        (lambda run: _break(run, "metrics.json", json.dumps({"top1": 0.9})), "metrics.json lacks top5, aurc"),
+        (lambda run: _break(run, "metrics.json", "[1, 2]"), "metrics.json must hold a JSON object"),
+        (lambda run: _break(run, "log.jsonl", '{"epoch": 1}\n{"epoch"\n'), "log.jsonl, line 2 is not valid JSON"),
+        (lambda run: (run / "log.jsonl").unlink(), "log.jsonl is missing"),
+        (lambda run: _break(run, "config.yaml", "loss: {nam: tks}"), "config.yaml is not a valid tks config"),
+        (lambda run: _break(run, "config.yaml", "loss: [1"), "config.yaml is not a valid tks config"),
+        (lambda run: (run / "config.yaml").unlink(), "is not a run folder (no config.yaml)"),
+    ],
+)
+def test_broken_run_folders_give_one_line_naming_the_file(tmp_path, damage, message, capsys):
+    run = fake_run(tmp_path, "run")
+    damage(run)
+    with pytest.raises(RunFolderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_runs([run])
+    assert main(["compare", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tks: error: ") and str(run) in err and message in err and "\n" not in err
+
+
+def test_missing_folder_and_empty_parent(tmp_path, capsys):
+    assert main(["compare", str(tmp_path / "nope")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "holds no run folders" in capsys.readouterr().err
+
+
+def test_cli_compare_prints_and_writes_markdown_and_csv(three_runs, tmp_path, capsys):
+    out = tmp_path / "table"
+    assert main(["compare", str(three_runs), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "compare.md").read_text() in printed
+    assert (out / "compare.md").read_text() == compare_runs([three_runs])
+    assert (out / "compare.csv").read_text().startswith("dataset,model,T,method,top1_pct_mean")
+
+
+def test_reads_a_real_run(digits_runs):
+    _, (ce, tks) = digits_runs
+    run = read_run(tks)
+    assert run.num_steps == 2 and run.seed == 0 and len(run.log) == 2
+    assert list(run.top1_by_steps()) == [1, 2, 3]
+    assert [g.method for g in group_runs([read_run(ce), run])] == ["Baseline", "TKS"]
