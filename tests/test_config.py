@@ -5,14 +5,15 @@ import yaml
 
 from tks.config import Config, ConfigError, dump_config, load_config, to_dict
 
-CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
+CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
 
 
 def test_configs_folder_is_not_empty():
     assert CONFIGS, "configs/*.yaml missing"
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(p.parents[1])) if p.parent.name != "configs" else p.name)
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(CONFIG_DIR).as_posix())
 def test_every_config_file_loads_and_round_trips(path):
     cfg = load_config(path)
     assert isinstance(cfg, Config)
