@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every study of docs/results.md, ordered so that early results cover every method: seed 0 of study 1, study 3,
-# seeds 1-2 of study 1, then the ablations. About 3.5 hours on 2 CPU cores. Rerunning skips finished runs.
+# seeds 1-2 of study 1, then the ablations. About 2.5 hours on 2 CPU cores. Rerunning skips finished runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 ./fashion_mnist.sh 0
