@@ -11,3 +11,4 @@ run_one abl-alpha-0.3 configs/studies/fmnist_tks.yaml "$EVAL" --set loss.alpha=0
 run_one abl-alpha-1.0 configs/studies/fmnist_tks.yaml "$EVAL" --set loss.alpha=1.0
 run_one abl-temperature-1 configs/studies/fmnist_tks.yaml "$EVAL" --set loss.temperature=1.0
 run_one abl-temperature-5 configs/studies/fmnist_tks.yaml "$EVAL" --set loss.temperature=5.0
+run_one abl-schedule-constant configs/studies/fmnist_tks.yaml "$EVAL" --set loss.schedule=constant  # beyond the issue: the full weight from epoch 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -270,11 +271,22 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` for the console: the message only, for warnings raised by ``tks`` itself."""
+    if "/tks/" in filename.replace("\\", "/"):
+        print(f"tks: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tks`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        # Our own warnings read as one line, like errors; catch_warnings restores the hook when the command ends.
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except TKSError as exc:
         print(f"tks: error: {exc}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +105,9 @@ class Run:
 def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders named by ``paths``, each once.
 
-    A folder holding ``config.yaml`` is a run; any other folder stands for its subfolders that hold one (one level
-    down, sorted by name).
+    A folder holding ``config.yaml`` is a run; any other folder stands for its finished subfolders (one level down,
+    sorted by name). A subfolder without ``metrics.json`` is still training, or was stopped: it is left out, so that
+    a study can be compared while it runs, and named in a warning.
 
     Raises:
         RunFolderError: for a path that does not exist, or a folder that is no run and holds none.
@@ -120,7 +122,11 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         children = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
         if not children:
             raise RunFolderError(f"{path} is not a run folder (no config.yaml) and holds no run folders")
-        found.extend(children)
+        unfinished = [p for p in children if not (p / "metrics.json").is_file()]
+        if unfinished:
+            names = ", ".join(p.name for p in unfinished)
+            warnings.warn(f"left out {len(unfinished)} unfinished run(s) (no metrics.json): {names}", stacklevel=2)
+        found.extend(p for p in children if p not in unfinished)
     seen: set[Path] = set()
     unique = []
     for path in found:

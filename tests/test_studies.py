@@ -1,0 +1,61 @@
+"""Study 1 of docs/results.md, shortened (a Fashion-MNIST subset, one epoch), run end to end as a user reruns it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tks.data.static import FASHION_MNIST_DEBIAN
+
+ROOT = Path(__file__).parents[1]
+BIN = Path(sys.executable).parent
+METHODS = ("ce", "ls", "tet", "tks", "tks-paper")
+SHORT = "--set data.train_limit=2048 --set data.test_limit=256 --set optim.epochs=1"
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DEBIAN.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_study_1_reruns_end_to_end_and_compares(tmp_path):
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "OUT": str(tmp_path / "fashion-mnist"),
+        "EXTRA": SHORT,
+        "COMMIT": "0",  # a test must not commit to the repository it runs in
+        "TKS_CACHE": str(tmp_path / "cache"),
+    }
+    script = ROOT / "studies" / "fashion_mnist.sh"
+    result = subprocess.run(["bash", str(script), "0"], capture_output=True, text=True, timeout=900, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    runs = sorted((tmp_path / "fashion-mnist").iterdir())
+    assert [r.name.rsplit("-", 2)[0] for r in runs] == sorted(f"fmnist-{m}-s0" for m in METHODS)
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        evaluated = metrics["eval"]
+        assert sorted(int(t) for t in evaluated["steps"]) == [1, 2, 3, 4], run.name
+        assert len(metrics["per_step"]) == 4
+        assert 0.4 < metrics["top1"] <= 1.0, (run.name, metrics["top1"])  # far above chance (0.1) after 2,048 images
+
+    # A second run of the script finds every run finished and trains nothing.
+    again = subprocess.run(["bash", str(script), "0"], capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0 and again.stdout.count("done already") == len(METHODS), again.stdout
+
+    def tks(verb: str, out: str) -> subprocess.CompletedProcess:
+        command = [str(BIN / "tks"), verb, str(tmp_path / "fashion-mnist"), "--out", str(tmp_path / out)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+    compare = tks("compare", "tables")
+    assert compare.returncode == 0, compare.stderr
+    table = (tmp_path / "tables" / "compare.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # one row per method, no header
+    assert len(rows) == len(METHODS), table
+    for label in ("Baseline", "LS", "TET", "TKS", "TKS (paper Eq. 5-7)"):
+        assert any(f"| {label} |" in row for row in rows), (label, table)
+    plot = tks("plot", "figures")
+    assert plot.returncode == 0, plot.stderr
+    assert len(list((tmp_path / "figures").glob("*.png"))) >= 3
+    # With one epoch TKS's weight ramps from 0 and stays 0 (official schedule): TKS trains exactly as mean CE.
+    assert rows[0].split("|")[5:] == rows[3].split("|")[5:], table
