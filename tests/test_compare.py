@@ -18,6 +18,7 @@ from tks.compare import (
     per_step_accuracy,
     read_run,
     read_runs,
+    steps_markdown,
     table_rows,
     to_csv,
     to_markdown,
@@ -54,6 +55,24 @@ def test_runs_that_differ_only_in_seed_form_one_group(three_runs):
     assert baseline["aurc"].mean == pytest.approx(15.0) and baseline["aurc"].std == pytest.approx(7.0710678)
     assert baseline["top5"].std == 0.0  # two equal values: a real zero, unlike one run's None
     assert table_rows(groups)[1].stats["top1"].std is None
+
+
+def test_step_tables_by_hand(tmp_path):
+    fake_run(tmp_path, "a", metrics={"top1": 0.8, "per_step": [0.7, 0.8], "eval": {"steps": {"1": {"top1": 0.6}}}})
+    rebin = {"steps": {"1": {"top1": 0.5}}, "steps_rebin": {"1": {"top1": 0.3}}}
+    fake_run(tmp_path, "b", loss="tks", metrics={"top1": 0.9, "per_step": [0.9, 1.0], "eval": rebin})
+    text = steps_markdown(group_runs(read_runs([tmp_path])))
+    assert "digits / spiking_cnn, trained at T=2: top-1 (%) at each test T:" in text
+    assert "| Baseline | 60.00 | 80.00 |\n| TKS | 50.00 | 90.00 |" in text
+    assert "the same, frames re-binned:\n\n| Method | T=1 | T=2 |\n|:---|---:|---:|\n| Baseline |  | 80.00 |\n" in text
+    assert "| TKS | 30.00 | 90.00 |" in text  # the trained T: the top level, as for truncation
+    assert "accuracy (%) of each single step t:\n\n| Method | t=1 | t=2 |" in text
+    assert "| Baseline | 70.00 | 80.00 |\n| TKS | 90.00 | 100.00 |" in text
+
+
+def test_no_test_steps_table_for_runs_evaluated_at_the_trained_t_only(three_runs):
+    text = steps_markdown(group_runs(read_runs([three_runs])))
+    assert "test T" not in text and "| Baseline | 75.00 ± 7.07 | 90.00 ± 14.14 |" in text
 
 
 def test_per_step_and_test_steps_statistics(tmp_path):

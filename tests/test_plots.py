@@ -81,6 +81,15 @@ def test_fig3_can_add_the_models_trained_at_each_t(runs):
     assert series["TKS, trained at each T"][1] == pytest.approx([75.0, 95.0])
 
 
+def test_fig3_adds_a_dashed_line_for_re_binned_event_frames(tmp_path):
+    rebin = {"steps": {"1": {"top1": 0.5}}, "steps_rebin": {"1": {"top1": 0.2}, "2": {"top1": 0.6}}}
+    fake_run(tmp_path, "dvs", steps=4, metrics={"top1": 0.8, "per_step": [0.8] * 4, "eval": rebin})
+    series = _series(fig3_accuracy_vs_steps(group_runs(read_runs([tmp_path]))).axes[0])
+    assert set(series) == {"Baseline", "Baseline, frames re-binned"}
+    assert series["Baseline"][:2] == ([1, 4], pytest.approx([50.0, 80.0]))
+    assert series["Baseline, frames re-binned"][:2] == ([1, 2, 4], pytest.approx([20.0, 60.0, 80.0]))
+
+
 def test_fig4_draws_each_steps_accuracy_per_method(runs):
     fig = fig4_per_step_accuracy(runs)
     assert fig.get_suptitle().startswith("Fig. 4:")

@@ -94,9 +94,14 @@ class Run:
         """``features.npz``, written by ``tks eval --features`` (may not exist)."""
         return self.path / "features.npz"
 
-    def top1_by_steps(self) -> dict[int, float]:
-        """Top-1 at each test T that was evaluated (``eval.steps``), always including the trained T."""
-        steps = {int(t): m["top1"] for t, m in self.metrics.get("eval", {}).get("steps", {}).items()}
+    def top1_by_steps(self, key: str = "steps") -> dict[int, float]:
+        """Top-1 at each test T that was evaluated, always including the trained T.
+
+        Args:
+            key: ``"steps"`` (``tks eval --steps``; event data truncated to the first T frames) or ``"steps_rebin"``
+                (event data re-binned into T frames, ``--event-steps rebin``).
+        """
+        steps = {int(t): m["top1"] for t, m in self.metrics.get("eval", {}).get(key, {}).items()}
         # The top level is the final model at the trained T, the same model ``tks eval`` loads from checkpoint.pt.
         steps.setdefault(self.num_steps, self.metrics["top1"])
         return dict(sorted(steps.items()))
@@ -307,11 +312,11 @@ def summarize(group: Group) -> dict[str, Stat]:
     return {m.key: mean_std([m.scale * r.metrics[m.key] for r in group.runs]) for m in METRICS}
 
 
-def accuracy_by_test_steps(group: Group) -> dict[int, Stat]:
-    """Top-1 (%) at each test T (paper Fig. 3), over the runs evaluated at that T."""
+def accuracy_by_test_steps(group: Group, key: str = "steps") -> dict[int, Stat]:
+    """Top-1 (%) at each test T (paper Fig. 3), over the runs evaluated at that T (``key``: see ``top1_by_steps``)."""
     values: dict[int, list[float]] = {}
     for run in group.runs:
-        for t, top1 in run.top1_by_steps().items():
+        for t, top1 in run.top1_by_steps(key).items():
             values.setdefault(t, []).append(100.0 * top1)
     return {t: mean_std(v) for t, v in sorted(values.items())}
 
@@ -397,13 +402,45 @@ def to_csv(rows: Sequence[Row]) -> str:
     return out.getvalue()
 
 
+def steps_markdown(groups: Sequence[Group]) -> str:
+    """Markdown tables of the accuracy at each test T (Fig. 3) and of each single step (Fig. 4), one per block.
+
+    The test-T table appears for blocks where some run was evaluated at a T other than the trained one; event
+    runs evaluated with ``--event-steps rebin`` get a second one for the re-binned frames.
+    """
+    parts = []
+    for block in dict.fromkeys(g.block for g in groups):
+        members = [g for g in groups if g.block == block]
+        name = f"{block[0]} / {block[1]}, trained at T={block[2]}"
+        for key, what in (("steps", "top-1 (%) at each test T"), ("steps_rebin", "the same, frames re-binned")):
+            by_steps = {g.method: accuracy_by_test_steps(g, key) for g in members}
+            if all(len(v) == 1 for v in by_steps.values()):
+                continue  # evaluated at the trained T only
+            parts.append(_stat_table(f"{name}: {what}", "T", by_steps))
+        per_step = {g.method: dict(enumerate(per_step_accuracy(g), start=1)) for g in members}
+        parts.append(_stat_table(f"{name}: accuracy (%) of each single step t", "t", per_step))
+    return "\n".join(parts)
+
+
+def _stat_table(title: str, symbol: str, rows: dict[str, dict[int, Stat]]) -> str:
+    columns = sorted(set().union(*rows.values()))
+    lines = [f"{title}:", "", "| Method | " + " | ".join(f"{symbol}={c}" for c in columns) + " |"]
+    lines.append("|:---|" + "---:|" * len(columns))
+    for method, stats in rows.items():
+        cells = [format_stat(stats[c]) if c in stats else "" for c in columns]
+        lines.append(f"| {_md_escape(method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> str:
     """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
 
-    With ``out_dir`` the table is also written there as ``compare.md``, and as ``compare.csv``.
+    The table is followed by the accuracy at each test T and of each single step (``steps_markdown``). With
+    ``out_dir`` the Markdown is also written there as ``compare.md``, and the main table as ``compare.csv``.
     """
-    rows = table_rows(group_runs(read_runs(paths)))
-    markdown = to_markdown(rows)
+    groups = group_runs(read_runs(paths))
+    rows = table_rows(groups)
+    markdown = to_markdown(rows) + "\n" + steps_markdown(groups)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

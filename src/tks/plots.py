@@ -129,8 +129,9 @@ def fig3_accuracy_vs_steps(groups: Sequence[Group], *, trained_at_each_t: bool =
     """Paper Fig. 3: top-1 (%) against the test T, one line per method, for the models trained at one T.
 
     In each (dataset, model) panel the models trained at the largest T are drawn at every T they were evaluated at
-    (``metrics.json`` ``eval.steps``; mean over seeds, error bars = sample std). With ``trained_at_each_t`` a
-    dashed line per method adds the models trained at each T, each at its own T.
+    (``metrics.json`` ``eval.steps``; mean over seeds, error bars = sample std); event runs also evaluated with
+    re-binned frames (``eval.steps_rebin``) get a dashed line for those. With ``trained_at_each_t`` a dashed line
+    per method with square markers adds the models trained at each T, each at its own T.
     """
     sections = _by(groups, "section")
     trained = {s: max(g.num_steps for g in gs) for s, gs in sections.items()}
@@ -145,6 +146,10 @@ def fig3_accuracy_vs_steps(groups: Sequence[Group], *, trained_at_each_t: bool =
             stats = accuracy_by_test_steps(g)
             xs.update(stats)
             _errorbar(ax, list(stats), list(stats.values()), color=colors[g.method], label=g.method)
+            if any("steps_rebin" in r.metrics.get("eval", {}) for r in g.runs):  # event data re-binned into T frames
+                rebin = accuracy_by_test_steps(g, "steps_rebin")
+                label = f"{g.method}, frames re-binned"
+                _errorbar(ax, list(rebin), list(rebin.values()), color=colors[g.method], label=label, dashed=True)
         if trained_at_each_t:
             for method in dict.fromkeys(g.method for g in members):
                 own = sorted((g.num_steps, summarize(g)["top1"]) for g in members if g.method == method)
