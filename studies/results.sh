@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The tables and figures of docs/results.md, from the committed run folders, with the project's own commands:
+# tks compare (Table 4 layout, accuracy at each test T, accuracy of each step) and tks plot (Fig. 3, 4, 5 and the
+# training curves). Reads run files only; a few minutes on 2 cores (t-SNE). Usage: studies/results.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TKS=${TKS:-tks}
+DOCS=docs/results
+for study in fashion-mnist digits-dvs; do
+  [ -d "results/$study" ] || continue
+  $TKS compare "results/$study" --out "$DOCS/$study"
+  $TKS plot "results/$study" --out "$DOCS/$study"
+done
+if [ -d results/ablations ]; then
+  # Each ablation changes one choice of the study-1 TKS run of seed 0, which is the reference row.
+  $TKS compare results/ablations results/fashion-mnist/fmnist-tks-s0-* --out "$DOCS/ablations"
+fi
