@@ -50,12 +50,14 @@ def test_study_1_reruns_end_to_end_and_compares(tmp_path):
     compare = tks("compare", "tables")
     assert compare.returncode == 0, compare.stderr
     table = (tmp_path / "tables" / "compare.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ")][1:]  # one row per method, no header
+    main_table = table.split("\n\n")[0]  # the step tables follow after a blank line
+    rows = [line for line in main_table.splitlines() if line.startswith("| ")][1:]  # one row per method
     assert len(rows) == len(METHODS), table
     for label in ("Baseline", "LS", "TET", "TKS", "TKS (paper Eq. 5-7)"):
         assert any(f"| {label} |" in row for row in rows), (label, table)
     plot = tks("plot", "figures")
     assert plot.returncode == 0, plot.stderr
     assert len(list((tmp_path / "figures").glob("*.png"))) >= 3
+    assert "top-1 (%) at each test T:" in table and "| TKS (paper Eq. 5-7) | " in table.split("each single step")[1]
     # With one epoch TKS's weight ramps from 0 and stays 0 (official schedule): TKS trains exactly as mean CE.
     assert rows[0].split("|")[5:] == rows[3].split("|")[5:], table
