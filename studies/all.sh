@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every study of docs/results.md in two lanes that run side by side, one thread each: on 2 cores two one-thread
 # trainings of these small networks get through 1.35x more samples than one two-thread training. Lane A: study 1
-# seeds 0-1, then the ablations; lane B: study 1 seed 2, then study 3. About 2.5 hours on 2 CPU cores. Rerunning skips
-# finished runs; the lanes never touch each other's run folders. Logs: $LOGS/lane-{a,b}.log (default /tmp).
+# seeds 0-1, then the ablations; lane B: study 1 seed 2, then study 3. About 4 hours of training time, so 2-2.5
+# hours of wall time, on 2 CPU cores. Rerunning skips finished runs; the lanes never touch each other's run
+# folders. Logs: $LOGS/lane-{a,b}.log (default /tmp).
 set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
