@@ -4,7 +4,8 @@ Usage: python benchmarks/recipe_step.py [--quick] [--config configs/paper/cifar1
 
 The step is the training loop's own (``tks.engine.train_one_epoch``: encoding, forward, the configured loss,
 backward, optimizer step) on random input of the dataset's shape at the recipe's batch size and T, so no dataset is
-needed. Rounds alternate fp32 and bf16 after a warm-up step of each; the median is reported. The implied epoch time
+needed. Rounds alternate fp32 and bf16 after a warm-up step of each (``training_step.measure``); the median is
+reported. The implied epoch time
 is the step time times the number of steps of one pass over the training set (``--train-size``, CIFAR-10's 50,000
 by default), without data loading.
 """
@@ -13,22 +14,20 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 from functools import partial
 
 import torch
+from training_step import measure  # the same warm-up and interleaved rounds (benchmarks/ is on sys.path)
 
-from tks.config import load_config
+from tks.config import Config, load_config
 from tks.data import dataset_info, to_time_major
 from tks.engine import build_optimizer, train_one_epoch
 from tks.experiment import build_model
 from tks.losses import Criterion
 
 
-def step_seconds(config: str, overrides: list[str], precisions: tuple[str, ...], repeats: int) -> dict[str, float]:
+def step_seconds(cfg: Config, precisions: tuple[str, ...], repeats: int) -> dict[str, float]:
     """Median seconds of one training step of the recipe, per precision (one model and optimizer per precision)."""
-    cfg = load_config(config, overrides)
     info = dataset_info(cfg.data.name)
     size = cfg.data.frame_size or info.input_size[0]
     shape = (info.in_channels, size, size)
@@ -56,15 +55,7 @@ def step_seconds(config: str, overrides: list[str], precisions: tuple[str, ...],
             device=torch.device("cpu"),
             precision=precision,
         )
-    for run in runs.values():  # warm-up
-        run()
-    times: dict[str, list[float]] = {p: [] for p in precisions}
-    for _ in range(repeats):
-        for precision, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[precision].append(time.perf_counter() - start)
-    return {p: statistics.median(v) for p, v in times.items()}
+    return measure(runs, repeats)
 
 
 def main() -> None:
@@ -78,7 +69,7 @@ def main() -> None:
     if args.quick:
         config, overrides, repeats = None, ["data.batch_size=16"], 1
     cfg = load_config(config, overrides)
-    seconds = step_seconds(config, overrides, ("fp32", "bf16"), repeats)
+    seconds = step_seconds(cfg, ("fp32", "bf16"), repeats)
     steps_per_epoch = math.ceil(args.train_size / cfg.data.batch_size)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {config or 'default config'}: "

@@ -24,6 +24,7 @@ from tks.compare import (
     to_markdown,
 )
 from tks.config import load_config
+from tks.errors import TKSWarning
 
 
 def test_mean_and_sample_std_by_hand():
@@ -148,7 +149,7 @@ def test_parent_folders_expand_to_their_runs(three_runs):
 
 def test_unfinished_runs_in_a_parent_folder_are_left_out_with_a_warning(three_runs):
     (three_runs / "ce1" / "metrics.json").unlink()  # as while the run is still training
-    with pytest.warns(UserWarning, match=r"left out 1 unfinished run\(s\) \(no metrics.json\): ce1"):
+    with pytest.warns(TKSWarning, match=r"left out 1 unfinished run\(s\) \(no metrics.json\): ce1"):
         assert expand_run_dirs([three_runs]) == [three_runs / "ce0", three_runs / "tks0"]
     with pytest.raises(RunFolderError, match="metrics.json is missing"):
         read_runs([three_runs / "ce1"])  # named on its own, it is an error

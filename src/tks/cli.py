@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tks.errors import TKSError
+from tks.errors import TKSError, TKSWarning
 
 
 def format_results(results: dict[int, dict[str, Any]]) -> str:
@@ -272,8 +272,8 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
-    """``warnings.showwarning`` for the console: the message only, for warnings raised by ``tks`` itself."""
-    if "/tks/" in filename.replace("\\", "/"):
+    """``warnings.showwarning`` for the console: ``TKSWarning`` as one line, any other warning as usual."""
+    if issubclass(category, TKSWarning):
         print(f"tks: warning: {message}", file=sys.stderr)
     else:
         print(warnings.formatwarning(message, category, filename, lineno, line), end="", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from tks.config import Config, ConfigError, LossConfig, from_dict, to_dict
-from tks.errors import TKSError
+from tks.errors import TKSError, TKSWarning
 
 
 class RunFolderError(TKSError):
@@ -130,7 +130,8 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         unfinished = [p for p in children if not (p / "metrics.json").is_file()]
         if unfinished:
             names = ", ".join(p.name for p in unfinished)
-            warnings.warn(f"left out {len(unfinished)} unfinished run(s) (no metrics.json): {names}", stacklevel=2)
+            message = f"left out {len(unfinished)} unfinished run(s) (no metrics.json): {names}"
+            warnings.warn(message, TKSWarning, stacklevel=2)
         found.extend(p for p in children if p not in unfinished)
     seen: set[Path] = set()
     unique = []

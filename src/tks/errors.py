@@ -10,6 +10,10 @@ class TKSError(Exception):
     """Base of every error caused by user input: a bad config value, a missing file, an unknown name."""
 
 
+class TKSWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI shows it as one line."""
+
+
 class UnknownNameError(TKSError, KeyError):
     """A name not in a registry; the message lists the choices and the closest match."""
 
