@@ -89,6 +89,14 @@ def test_every_verb_has_help(verb, capsys):
     assert exc.value.code == 0 and verb in capsys.readouterr().out
 
 
+def test_train_help_lists_the_losses(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "losses (loss.name): ce, ls, tet, tks, strong_weak" in out
+    assert "loss.strong_weak.direction: weak2strong, strong2weak, both, cascade" in out
+
+
 def test_resolved_config_yaml_is_plain(trained_run):
     data = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert set(data) == {"data", "model", "loss", "optim", "run"}

@@ -122,6 +122,16 @@ def test_csv_holds_means_and_stds(three_runs):
         (["loss.teacher=mean", "loss.student=mean", "loss.student_temperature=3"], "TKS (paper Eq. 5-7)"),
         (["loss.teacher=mean"], "TKS (teacher=mean)"),
         (["loss.detach_teacher=true", "loss.teacher_target=logits"], "TKS (detach_teacher, teacher_target=logits)"),
+        (["loss.teacher_source=consensus"], "TKS (teacher_source=consensus)"),
+        (["loss.name=strong_weak"], "Weak2Strong"),
+        (["loss.name=strong_weak", "loss.strong_weak.direction=strong2weak"], "Strong2Weak"),
+        (["loss.name=strong_weak", "loss.strong_weak.direction=both"], "Strong2Weak+Weak2Strong"),
+        (["loss.name=strong_weak", "loss.strong_weak.direction=cascade"], "Strong2Weak cascade"),
+        (
+            ["loss.name=strong_weak", "loss.strong_weak.selection=sample", "loss.strong_weak.scale_t2=true"],
+            "Weak2Strong (selection=sample, scale_t2)",
+        ),
+        (["loss.name=ce", "loss.strong_weak.direction=both"], "Baseline"),
     ],
 )
 def test_method_labels(overrides, label):

@@ -37,6 +37,10 @@ def test_unknown_key_suggests_closest(tmp_path):
         load_config(write(tmp_path, "loss:\n  temprature: 3\n"))
     with pytest.raises(ConfigError, match="unknown config key 'optimizer'.*did you mean 'optim'"):
         load_config(write(tmp_path, "optimizer: {lr: 1}\n"))
+    with pytest.raises(
+        ConfigError, match=r"'loss.strong_weak.temprature' \(did you mean 'loss.strong_weak.temperature'"
+    ):
+        load_config(write(tmp_path, "loss:\n  strong_weak: {temprature: 3}\n"))
 
 
 def test_values_are_coerced_to_declared_types(tmp_path):
@@ -56,6 +60,10 @@ def test_values_are_coerced_to_declared_types(tmp_path):
         ("loss: {alpha: 1.5}", r"loss.alpha must be in \[0, 1\]"),
         ("loss: {name: tks2}", "loss.name must be one of.*did you mean 'tks'"),
         ("loss: {temperature: 0}", "loss.temperature must be > 0"),
+        ("loss: {strong_weak: {direction: up}}", "loss.strong_weak.direction must be one of"),
+        ("loss: {strong_weak: {temperature: -1}}", "loss.strong_weak.temperature must be > 0"),
+        ("loss: {strong_weak: {weight: -0.5}}", "loss.strong_weak.weight must be >= 0"),
+        ("loss: {teacher_source: labels}", "loss.teacher_source must be one of.*did you mean 'label'"),
         ("model: {neuron: {tau: 1.0}}", "tau must be > 1"),
         ("optim: {epochs: 3, warmup_epochs: 4}", "warmup_epochs must be in"),
         ("run: {device: tpu}", "run.device must be"),
@@ -78,8 +86,10 @@ def test_overrides():
             "model.neuron.engine=spikingjelly",
             "data.root=/data",
             "optim.lr=2e-4",
+            "loss.strong_weak.direction=strong2weak",
         ],
     )
+    assert cfg.loss.strong_weak.direction == "strong2weak" and cfg.loss.strong_weak.temperature == 2.0
     assert cfg.loss.temperature == 5.0 and cfg.data.num_steps == 2 and cfg.model.neuron.engine == "spikingjelly"
     assert cfg.data.root == "/data" and cfg.optim.lr == 2e-4
     assert load_config(None, ["data.root="]).data.root is None

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tks.config import LossConfig
+from tks.config import LossConfig, StrongWeakConfig
 from tks.losses import (
     Criterion,
     LabelSmoothingLoss,
@@ -18,6 +18,7 @@ from tks.losses import (
     label_smoothing_ce,
     linear_ramp,
     mean_ce,
+    strong_weak_loss,
     tet_loss,
     tks_loss,
 )
@@ -212,3 +213,193 @@ def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match="teacher must be"):
         tks_loss(torch.randn(2, 3, 5), torch.zeros(3, dtype=torch.long), teacher="max")
     assert math.isfinite(tks_loss(torch.randn(1, 1, 2), torch.zeros(1, dtype=torch.long)).item())
+
+
+# ---- Strong2Weak / Weak2Strong (Ding et al. 2025, Alg. 1), transcribed literally: a list of per-step outputs, a
+# Python loop for the confidences, max/min over the steps, kl_div between the softened outputs of the two steps.
+def alg1_strong_weak(outputs, direction, a=2.0, selection="batch", detach=False, scale_t2=False):
+    """outputs: list of T tensors [B, K]; returns the distillation term L of the chosen direction."""
+    steps, batch = len(outputs), outputs[0].shape[0]
+
+    def kl(student, teacher):  # KL(teacher || student) of two sub-models' softened outputs
+        teacher = F.softmax(teacher / a, dim=1)
+        return F.kl_div(
+            F.log_softmax(student / a, dim=1), teacher.detach() if detach else teacher, reduction="batchmean"
+        )
+
+    def term(outs, con):  # Alg. 1 on a batch `outs` whose step confidences are `con`
+        strong = max(range(steps), key=lambda t: con[t])  # Python's max/min return the first extreme
+        weak = min(range(steps), key=lambda t: con[t])
+        if direction == "strong2weak":
+            return kl(outs[weak], outs[strong])
+        if direction == "weak2strong":
+            return kl(outs[strong], outs[weak])
+        if direction == "both":
+            return kl(outs[weak], outs[strong]) + kl(outs[strong], outs[weak])
+        rank = sorted(range(steps), key=lambda t: -con[t])  # cascade; Python's sort is stable: ties keep time order
+        pairs = [kl(outs[rank[i + 1]], outs[rank[i]]) for i in range(steps - 1)]
+        return sum(pairs) / (steps - 1) if pairs else torch.zeros(())
+
+    def confidences(outs):
+        return [F.softmax(o, dim=1).max(dim=1)[0].mean().item() for o in outs]
+
+    if selection == "batch":
+        total = term(outputs, confidences(outputs))
+    else:  # each sample on its own: the algorithm on batches of one, averaged over the batch
+        total = sum(term(one, confidences(one)) for one in ([o[b : b + 1] for o in outputs] for b in range(batch)))
+        total = total / batch
+    return total * a**2 if scale_t2 else total
+
+
+DIRECTIONS = ("weak2strong", "strong2weak", "both", "cascade")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize(
+    ("selection", "detach", "scale_t2", "a"),
+    [
+        ("batch", False, False, 2.0),
+        ("sample", False, False, 2.0),
+        ("batch", True, True, 4.0),
+        ("sample", True, False, 1.0),
+    ],
+)
+def test_strong_weak_matches_algorithm_1(seed, direction, selection, detach, scale_t2, a):
+    logits, _ = make_logits(steps=5, batch=12, seed=seed)
+    logits[:, 0] = logits[:, 0] / 10  # sample 0 near uniform, so confidences differ between samples and steps
+    ours_in = logits.clone().requires_grad_()
+    ref_in = logits.clone().requires_grad_()
+    ours = strong_weak_loss(
+        ours_in, direction=direction, temperature=a, selection=selection, detach_teacher=detach, scale_t2=scale_t2
+    )
+    ref = alg1_strong_weak(list(ref_in.unbind(0)), direction, a, selection, detach, scale_t2)
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    assert ours > 0
+    ours.backward()
+    ref.backward()
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_strong_weak_picks_the_most_and_least_confident_steps_of_the_batch():
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    logits = torch.stack([base * 0.5, base * 3.0, base * 1.0])  # step 1 the most confident, step 0 the least
+    q = torch.softmax(logits / 2.0, -1)
+
+    def kl(p, r):
+        return (p * (p.log() - r.log())).sum(-1).mean()
+
+    torch.testing.assert_close(strong_weak_loss(logits, direction="strong2weak"), kl(q[1], q[0]))
+    torch.testing.assert_close(strong_weak_loss(logits, direction="weak2strong"), kl(q[0], q[1]))
+    # cascade ranks 1, 2, 0: step 1 teaches step 2, step 2 teaches step 0
+    torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), (kl(q[1], q[2]) + kl(q[2], q[0])) / 2)
+
+
+def test_strong_weak_ties_go_to_the_earliest_step():
+    g = torch.Generator().manual_seed(4)
+    sharp = torch.randn(4, 6, generator=g, dtype=torch.float64) * 3
+    flat = sharp / 4
+    swapped = sharp[:, torch.tensor([1, 0, 3, 2, 5, 4])]  # same confidence as `sharp`, another distribution
+    logits = torch.stack([flat, sharp, swapped])
+    q = torch.softmax(logits / 2.0, -1)
+    expected = (q[1] * (q[1].log() - q[0].log())).sum(-1).mean()  # teacher step 1, not its tie step 2
+    torch.testing.assert_close(strong_weak_loss(logits, direction="strong2weak"), expected)
+    other = (q[2] * (q[2].log() - q[0].log())).sum(-1).mean()
+    assert not torch.isclose(expected, other)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("selection", ["batch", "sample"])
+def test_strong_weak_is_zero_when_all_steps_agree_or_t_is_one(direction, selection):
+    one, _ = make_logits(steps=1, batch=8)
+    same = one.expand(4, -1, -1).clone().requires_grad_()
+    value = strong_weak_loss(same, direction=direction, selection=selection)
+    assert value.item() == 0.0
+    value.backward()
+    torch.testing.assert_close(same.grad, torch.zeros_like(same), rtol=0, atol=1e-15)  # zero up to rounding
+    assert strong_weak_loss(one, direction=direction, selection=selection).item() == 0.0
+
+
+def test_strong_weak_never_reads_the_labels():
+    logits, target = make_logits()
+    shuffled = target[torch.randperm(len(target), generator=torch.Generator().manual_seed(0))]
+    assert not torch.equal(shuffled, target)
+    for direction in DIRECTIONS:
+        cfg = LossConfig(name="strong_weak", strong_weak=StrongWeakConfig(direction=direction))
+        a = Criterion(cfg)(logits, target)
+        b = Criterion(cfg)(logits, shuffled)
+        torch.testing.assert_close(a.parts["sw"], b.parts["sw"], rtol=0, atol=0)
+        assert not torch.equal(a.parts["ce"], b.parts["ce"])  # only the CE term sees them
+
+
+def test_strong_weak_criterion_is_ce_plus_lambda_times_the_term():
+    logits, target = make_logits()
+    options = StrongWeakConfig(direction="both", temperature=3.0, weight=0.5, selection="sample", scale_t2=True)
+    out = Criterion(LossConfig(name="strong_weak", strong_weak=options))(logits, target, epoch=3, epochs=10)
+    term = strong_weak_loss(logits, direction="both", temperature=3.0, selection="sample", scale_t2=True)
+    torch.testing.assert_close(out.total, mean_ce(logits, target) + 0.5 * term)
+    torch.testing.assert_close(out.parts["sw"], term)
+    assert Criterion(LossConfig(name="strong_weak")).tks_weight(5, 10) == 0.0
+
+
+def test_sample_selection_differs_from_batch_selection():
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    # sample 0: step 0 sharper; sample 1: step 1 far sharper, so the batch picks step 1 as strong for both
+    logits = torch.stack([torch.stack([base[0] * 2, base[1]]), torch.stack([base[0], base[1] * 8])])
+    batch = strong_weak_loss(logits, direction="strong2weak", selection="batch")
+    sample = strong_weak_loss(logits, direction="strong2weak", selection="sample")
+    assert not torch.isclose(batch, sample)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 8), st.integers(2, 7), st.integers(0, 10_000), st.sampled_from(DIRECTIONS))
+def test_strong_weak_is_finite_nonnegative_and_batch_permutation_invariant(steps, batch, classes, seed, direction):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(steps, batch, classes, generator=g, dtype=torch.float64) * 5
+    value = strong_weak_loss(logits, direction=direction)
+    assert torch.isfinite(value) and value >= 0
+    perm = torch.randperm(batch, generator=g)
+    torch.testing.assert_close(strong_weak_loss(logits[:, perm], direction=direction), value)
+
+
+def test_strong_weak_bad_options_are_clear_errors():
+    logits = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match="direction must be 'weak2strong'"):
+        strong_weak_loss(logits, direction="up")
+    with pytest.raises(ValueError, match="selection must be 'batch' or 'sample'"):
+        strong_weak_loss(logits, selection="step")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        strong_weak_loss(logits, temperature=0.0)
+    with pytest.raises(ValueError, match=r"logits must be \[T, B, K\]"):
+        strong_weak_loss(torch.randn(3, 4))
+
+
+# ---- the label-free TKS teacher (beyond the paper): "correct" = agreeing with the time-averaged prediction
+def test_consensus_teacher_equals_label_teacher_when_the_mean_prediction_is_right():
+    logits, _ = make_logits(seed=1)
+    target = logits.mean(0).argmax(-1)  # the mean prediction is right for every sample
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    label = tks_loss(a, target, temperature=3.0)
+    consensus = tks_loss(b, target, temperature=3.0, teacher_source="consensus")
+    torch.testing.assert_close(label, consensus, rtol=0, atol=0)
+    label.backward()
+    consensus.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
+
+
+def test_consensus_teacher_ignores_labels_and_differs_when_the_mean_is_wrong():
+    logits, target = make_logits(seed=2)
+    assert (logits.mean(0).argmax(-1) != target).any()
+    consensus = tks_loss(logits, target, temperature=3.0, teacher_source="consensus")
+    assert not torch.isclose(consensus, tks_loss(logits, target, temperature=3.0))
+    other = (target + 1) % logits.shape[-1]
+    torch.testing.assert_close(tks_loss(logits, other, temperature=3.0, teacher_source="consensus"), consensus)
+    # by hand: the label teacher fed the mean prediction as its "label"
+    torch.testing.assert_close(consensus, tks_loss(logits, logits.mean(0).argmax(-1), temperature=3.0))
+    cfg = LossConfig(name="tks", teacher_source="consensus", schedule="constant", alpha=1.0)
+    torch.testing.assert_close(Criterion(cfg)(logits, target).total, consensus)
+    with pytest.raises(ValueError, match="teacher_source must be"):
+        tks_loss(logits, target, teacher_source="vote")

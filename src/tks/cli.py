@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -181,6 +182,14 @@ def _add_run_dirs(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders that hold run folders")
 
 
+def _choices(key: str, section: str | None = None) -> tuple[str, ...]:
+    """The values a ``Literal`` field of the loss config (or of one of its sections) accepts."""
+    from tks.config import LossConfig
+
+    cls = typing.get_type_hints(LossConfig)[section] if section else LossConfig
+    return typing.get_args(typing.get_type_hints(cls)[key])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -188,7 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("train", help="train a model from a config file (default: the bundled digits recipe)")
+    p = verbs.add_parser(
+        "train",
+        help="train a model from a config file (default: the bundled digits recipe)",
+        epilog=f"losses (loss.name): {', '.join(_choices('name'))}; strong_weak distils between time steps without "
+        f"labels, loss.strong_weak.direction: {', '.join(_choices('direction', 'strong_weak'))} (README: 'Use the "
+        "loss in your own code')",
+    )
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: built-in digits recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.alpha=0.3")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR where it stopped")

@@ -16,13 +16,13 @@ import json
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tks.config import Config, ConfigError, LossConfig, from_dict, to_dict
+from tks.config import Config, ConfigError, LossConfig, StrongWeakConfig, from_dict, to_dict
 from tks.errors import TKSError, TKSWarning
 
 
@@ -54,11 +54,24 @@ METRICS = (
 )
 REQUIRED_METRICS = tuple(m.key for m in METRICS) + ("per_step", "num_steps")
 
-# Method labels of loss.name, in the paper's row order (Table 4).
+# Method labels of loss.name, in the paper's row order (Table 4); strong_weak is named by its direction.
 METHOD_LABELS = {"ce": "Baseline", "ls": "LS", "tet": "TET", "tks": "TKS"}
-METHOD_ORDER = tuple(METHOD_LABELS.values())
+STRONG_WEAK_LABELS = {
+    "strong2weak": "Strong2Weak",
+    "weak2strong": "Weak2Strong",
+    "both": "Strong2Weak+Weak2Strong",
+    "cascade": "Strong2Weak cascade",
+}
+METHOD_ORDER = (*METHOD_LABELS.values(), *STRONG_WEAK_LABELS.values())
 # The loss options that make a TKS run a variant of the official TKS (docs/run-files.md).
-TKS_VARIANT_FIELDS = ("teacher", "detach_teacher", "teacher_target", "student", "student_temperature")
+TKS_VARIANT_FIELDS = (
+    "teacher",
+    "detach_teacher",
+    "teacher_target",
+    "student",
+    "student_temperature",
+    "teacher_source",
+)
 # Config keys that do not change the experiment: runs differing only in these are repetitions.
 NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
 
@@ -197,7 +210,16 @@ def method_label(loss: LossConfig) -> str:
     """The paper's name of a run's method: Baseline, LS, TET, TKS, or a TKS variant with what differs.
 
     The paper's own equations (mean teacher, time-averaged student at temperature tau) read "TKS (paper Eq. 5-7)".
+    ``strong_weak`` runs are named by their direction (Weak2Strong, Strong2Weak, ...), with the options that differ
+    from the paper's, e.g. "Weak2Strong (selection=sample)".
     """
+    if loss.name == "strong_weak":
+        sw, paper_sw = loss.strong_weak, StrongWeakConfig()
+        changed = [
+            f.name for f in fields(sw) if f.name != "direction" and getattr(sw, f.name) != getattr(paper_sw, f.name)
+        ]
+        base = STRONG_WEAK_LABELS[sw.direction]
+        return f"{base} ({', '.join(_setting(f, getattr(sw, f)) for f in changed)})" if changed else base
     base = METHOD_LABELS[loss.name]
     if loss.name != "tks":
         return base

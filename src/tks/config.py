@@ -120,11 +120,35 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class StrongWeakConfig:
+    """Label-free self-distillation between time steps (Ding et al. 2025); the defaults are the paper's."""
+
+    direction: Literal["weak2strong", "strong2weak", "both", "cascade"] = "weak2strong"
+    """Who teaches whom: the weakest step the strongest (Weak2Strong), the reverse (Strong2Weak), both terms, or a
+    cascade down the steps ranked by confidence (``tks.losses.strong_weak_loss``)."""
+    temperature: float = 2.0
+    """Temperature a of the softened outputs softmax(O_t / a) (paper: 2)."""
+    weight: float = 1.0
+    """Weight lambda of the distillation term added to the mean CE (paper: 1, constant)."""
+    selection: Literal["batch", "sample"] = "batch"
+    """Strong and weak steps by the batch's mean confidence (paper) or per sample (beyond the paper)."""
+    detach_teacher: bool = False
+    """Stop gradients into the teacher step (paper: not detached)."""
+    scale_t2: bool = False
+    """Multiply the term by a^2, as Hinton's distillation does (paper: no)."""
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0.0, f"loss.strong_weak.temperature must be > 0, got {self.temperature}")
+        _require(self.weight >= 0.0, f"loss.strong_weak.weight must be >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """The training loss; ``tks.losses.Criterion`` turns it into a callable."""
 
-    name: Literal["ce", "ls", "tet", "tks"] = "tks"
-    """``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET; ``tks``: CE + Temporal Knowledge Sharing."""
+    name: Literal["ce", "ls", "tet", "tks", "strong_weak"] = "tks"
+    """``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET; ``tks``: CE + Temporal Knowledge Sharing;
+    ``strong_weak``: CE + label-free distillation between the strongest and weakest steps (``loss.strong_weak``)."""
     smoothing: float = 0.1
     """Label-smoothing epsilon of the ``ls`` loss."""
     tks_smoothing: float = 0.0
@@ -149,6 +173,11 @@ class LossConfig:
     """``per_step``: every step's output is a student (official); ``mean``: the time-averaged output (Eq. 7)."""
     student_temperature: float = 1.0
     """Temperature dividing the student logits (official 1; paper Eq. 7 uses tau)."""
+    teacher_source: Literal["label", "consensus"] = "label"
+    """Which steps are "correct": those predicting the label (official) or, beyond the paper and label-free, those
+    agreeing with the time-averaged prediction (``consensus``)."""
+    strong_weak: StrongWeakConfig = field(default_factory=StrongWeakConfig)
+    """Options of ``name: strong_weak``."""
 
     def __post_init__(self) -> None:
         _require(0.0 <= self.alpha <= 1.0, f"loss.alpha must be in [0, 1], got {self.alpha}")

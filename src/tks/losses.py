@@ -1,8 +1,8 @@
-"""Losses on per-step logits: mean CE, label smoothing, TET and Temporal Knowledge Sharing.
+"""Losses on per-step logits: mean CE, label smoothing, TET, Temporal Knowledge Sharing and its label-free successors.
 
-Every loss is a pure function of ``logits [T, B, K]`` (the output of step t is ``logits[t]``) and integer
-``target [B]``; T is reduced only here and in ``tks.metrics``. ``Criterion`` combines a base loss with the TKS term
-under a weight schedule and is what the training loop calls.
+Every loss is a pure function of ``logits [T, B, K]`` (the output of step t is ``logits[t]``) and, when it needs
+labels, integer ``target [B]``; T is reduced only here and in ``tks.metrics``. ``Criterion`` combines a base loss
+with the TKS or Strong/Weak term and is what the training loop calls.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from tks.errors import check_per_step
 Teacher = Literal["sum", "mean"]
 Student = Literal["per_step", "mean"]
 TeacherTarget = Literal["softmax", "logits"]
+TeacherSource = Literal["label", "consensus"]
+Direction = Literal["weak2strong", "strong2weak", "both", "cascade"]
+Selection = Literal["batch", "sample"]
 
 
 def mean_ce(logits: Tensor, target: Tensor) -> Tensor:
@@ -80,6 +83,7 @@ def tks_loss(
     teacher_target: TeacherTarget = "softmax",
     student: Student = "per_step",
     student_temperature: float = 1.0,
+    teacher_source: TeacherSource = "label",
 ) -> Tensor:
     """Temporal Knowledge Sharing term (Dong, Zhao, Zeng 2023, arXiv:2304.06540), without its weight alpha.
 
@@ -97,15 +101,22 @@ def tks_loss(
     student_temperature=temperature``; ``teacher_target="logits"`` takes Eq. 6 literally (Z itself as the target
     weights, 1/K where no step is correct), which is not a distribution and is offered only for that comparison.
 
+    ``teacher_source="consensus"`` goes beyond the paper and makes the term label-free: a step counts as "correct"
+    when its argmax equals the argmax of the time-averaged logits, y'_b = argmax_k O_{b,k}, instead of y_b. When
+    that prediction is right for every sample the two teachers are identical. No step agrees with y'_b only when
+    the mean's winner is no single step's winner; such a sample gets the uniform target, as with labels.
+
     Args:
         logits: ``[T, B, K]`` per-step outputs.
-        target: ``[B]`` class indices (hard labels: the correct-step mask needs them).
+        target: ``[B]`` class indices (hard labels: the correct-step mask needs them; unused by ``consensus``).
         temperature: tau of the teacher softmax, and the tau^2 factor (paper Eq. 8).
         teacher: ``"sum"`` (official) or ``"mean"`` (paper Eq. 5) over the correct steps.
         detach_teacher: stop gradients into the teacher logits (official: False, they flow).
         teacher_target: ``"softmax"`` (official, P = softmax(Z / tau)) or ``"logits"`` (Eq. 6 literally).
         student: ``"per_step"`` (official) or ``"mean"`` (paper Eq. 7).
         student_temperature: tau_s dividing the student logits (official 1.0).
+        teacher_source: ``"label"`` (official: steps predicting y) or ``"consensus"`` (steps predicting the
+            time-averaged argmax; beyond the paper).
 
     Returns:
         Scalar loss.
@@ -114,7 +125,13 @@ def tks_loss(
     if not temperature > 0 or not student_temperature > 0:
         raise ValueError(f"temperatures must be > 0, got {temperature} and {student_temperature}")
     num_classes = logits.shape[-1]
-    correct = logits.argmax(-1) == target  # [T, B]
+    if teacher_source == "label":
+        reference = target
+    elif teacher_source == "consensus":
+        reference = logits.detach().mean(0).argmax(-1)  # [B]: the ensemble's own prediction stands in for y
+    else:
+        raise ValueError(f"teacher_source must be 'label' or 'consensus', got {teacher_source!r}")
+    correct = logits.argmax(-1) == reference  # [T, B]
     z = (logits * correct.unsqueeze(-1).to(logits.dtype)).sum(0)  # [B, K]; zeros where no step is correct
     num_correct = correct.sum(0)  # [B]
     if teacher == "mean":
@@ -137,6 +154,93 @@ def tks_loss(
         raise ValueError(f"student must be 'per_step' or 'mean', got {student!r}")
     soft_ce = -(p_teacher * log_q).sum(-1)  # [T, B]: summed over classes
     return temperature**2 * soft_ce.mean()  # mean over B then T (equal-sized groups, so one mean)
+
+
+def strong_weak_loss(
+    logits: Tensor,
+    *,
+    direction: Direction = "weak2strong",
+    temperature: float = 2.0,
+    selection: Selection = "batch",
+    detach_teacher: bool = False,
+    scale_t2: bool = False,
+) -> Tensor:
+    """Label-free self-distillation between time steps: Strong2Weak / Weak2Strong (Ding et al. 2025, arXiv:2510.07924).
+
+    Each step t is a sub-model with output O_t (that step's logits, not a running mean). Its confidence is the
+    batch mean of its top softmax probability, c_t = (1/B) sum_b max_k softmax(O_{t,b})_k (``selection="batch"``,
+    the paper's Alg. 1, recomputed for every batch), or each sample's own c_{t,b} (``"sample"``, beyond the paper).
+    The strong step is t_s = argmax_t c_t and the weak step t_w = argmin_t c_t. With the softened outputs
+    q_t = softmax(O_t / a) and KL(p || q) = sum_k p_k (log p_k - log q_k) averaged over the batch:
+
+        strong2weak: L = KL(q_{t_s} || q_{t_w})      (teacher the strong step, student the weak one)
+        weak2strong: L = KL(q_{t_w} || q_{t_s})      (the weak step's dark knowledge teaches the strong one)
+        both:        L = KL(q_{t_s} || q_{t_w}) + KL(q_{t_w} || q_{t_s})
+        cascade:     L = 1/(T-1) sum_i KL(q_{r_i} || q_{r_{i+1}}), steps ranked r_1..r_T by decreasing confidence
+
+    times a^2 when ``scale_t2``. The paper's objective is CE(mean_t O_t, y) + lambda * L with lambda = 1, a = 2,
+    no a^2 factor and the teacher not detached (``Criterion`` with ``loss.name: strong_weak``). Labels are never
+    read. ``torch.nn.functional.kl_div(log q_w, log q_s, log_target=True)`` is the same KL (teacher q_s).
+
+    Where the paper is silent, this function decides:
+
+    - Confidence uses the untempered softmax and carries no gradient (the choice of steps is discrete).
+    - Ties go to the earliest step (``argmax`` / ``argmin``): when all steps are equally confident (always at
+      T = 1), t_s = t_w and the term is exactly 0, as it is whenever all steps give the same output.
+    - The KL is summed over classes and averaged over the batch (``reduction="batchmean"``), the true mean KL; a
+      plain element-wise mean would divide it by K as well.
+    - ``cascade`` distils each step into the next less confident one (strong to weak along the ranking; ties keep
+      time order) and is 0 at T = 1.
+
+    Args:
+        logits: ``[T, B, K]`` per-step outputs.
+        direction: ``"weak2strong"``, ``"strong2weak"``, ``"both"`` or ``"cascade"``.
+        temperature: a, the softening temperature of q_t (paper: 2).
+        selection: ``"batch"`` (paper) or ``"sample"``: choose the strong and weak steps per sample.
+        detach_teacher: stop gradients into the teacher distribution (paper: not detached).
+        scale_t2: multiply by a^2 (Hinton et al.'s distillation scaling; paper: no).
+
+    Returns:
+        Scalar loss, >= 0.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    steps, batch, classes = logits.shape
+    log_q = torch.log_softmax(logits / temperature, dim=-1)  # [T, B, K]
+    with torch.no_grad():  # which step teaches is a discrete choice: no gradient through it
+        wide = logits.detach().to(torch.promote_types(logits.dtype, torch.float32))
+        confidence = torch.softmax(wide, dim=-1).amax(-1)  # [T, B]
+        if selection == "batch":
+            confidence = confidence.mean(1, keepdim=True).expand(steps, batch)  # one choice for the whole batch
+        elif selection != "sample":
+            raise ValueError(f"selection must be 'batch' or 'sample', got {selection!r}")
+
+    def kl(teacher: Tensor, student: Tensor) -> Tensor:  # log-probabilities [..., B, K] -> KL per sample [..., B]
+        if detach_teacher:
+            teacher = teacher.detach()
+        return (teacher.exp() * (teacher - student)).sum(-1)
+
+    if direction == "cascade":
+        order = confidence.sort(dim=0, descending=True, stable=True).indices  # [T, B], most confident first
+        ranked = log_q.gather(0, order.unsqueeze(-1).expand(steps, batch, classes))
+        term = kl(ranked[:-1], ranked[1:]).mean() if steps > 1 else logits.new_zeros(())
+    else:
+
+        def pick(index: Tensor) -> Tensor:  # [B] step per sample -> [B, K]
+            return log_q.gather(0, index.view(1, batch, 1).expand(1, batch, classes)).squeeze(0)
+
+        strong, weak = pick(confidence.argmax(0)), pick(confidence.argmin(0))
+        if direction == "strong2weak":
+            term = kl(strong, weak).mean()
+        elif direction == "weak2strong":
+            term = kl(weak, strong).mean()
+        elif direction == "both":
+            term = kl(strong, weak).mean() + kl(weak, strong).mean()
+        else:
+            raise ValueError(f"direction must be 'weak2strong', 'strong2weak', 'both' or 'cascade', got {direction!r}")
+    return term * temperature**2 if scale_t2 else term
 
 
 def linear_ramp(epoch: int, epochs: int, alpha: float) -> float:
@@ -212,10 +316,12 @@ class TKSLoss(nn.Module):
         teacher_target: TeacherTarget = "softmax",
         student: Student = "per_step",
         student_temperature: float = 1.0,
+        teacher_source: TeacherSource = "label",
     ) -> None:
         super().__init__()
         self.temperature, self.teacher, self.detach_teacher = temperature, teacher, detach_teacher
         self.teacher_target, self.student, self.student_temperature = teacher_target, student, student_temperature
+        self.teacher_source = teacher_source
 
     def term(self, logits: Tensor, target: Tensor) -> Tensor:
         """The TKS term alone: ``tks_loss`` with this module's settings."""
@@ -228,6 +334,7 @@ class TKSLoss(nn.Module):
             teacher_target=self.teacher_target,
             student=self.student,
             student_temperature=self.student_temperature,
+            teacher_source=self.teacher_source,
         )
 
     def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
@@ -252,6 +359,7 @@ class Criterion:
     ``ce``: ``mean_ce``. ``ls``: ``label_smoothing_ce``. ``tet``: ``tet_loss``.
     ``tks``: (1 - a) * base + a * ``tks_loss``, where a = schedule(epoch, epochs, alpha) and base is
     ``label_smoothing_ce`` with eps = ``tks_smoothing`` (official ``--smoothing``, default 0: plain ``mean_ce``).
+    ``strong_weak``: ``mean_ce`` + lambda * ``strong_weak_loss`` with the options of ``cfg.strong_weak``.
     """
 
     cfg: LossConfig
@@ -266,6 +374,7 @@ class Criterion:
             teacher_target=cfg.teacher_target,
             student=cfg.student,
             student_temperature=cfg.student_temperature,
+            teacher_source=cfg.teacher_source,
         )
 
     def tks_weight(self, epoch: int, epochs: int) -> float:
@@ -281,6 +390,18 @@ class Criterion:
             loss = label_smoothing_ce(logits, target, smoothing=cfg.smoothing)
         elif cfg.name == "tet":
             loss = tet_loss(logits, target, lamb=cfg.tet_lambda, phi=cfg.tet_phi)
+        elif cfg.name == "strong_weak":
+            sw = cfg.strong_weak
+            base = mean_ce(logits, target)
+            term = strong_weak_loss(
+                logits,
+                direction=sw.direction,
+                temperature=sw.temperature,
+                selection=sw.selection,
+                detach_teacher=sw.detach_teacher,
+                scale_t2=sw.scale_t2,
+            )
+            return LossOutput(base + sw.weight * term, {"ce": base, "sw": term})
         else:
             base = label_smoothing_ce(logits, target, smoothing=cfg.tks_smoothing)  # eps = 0 is exactly mean_ce
             tks = self._tks.term(logits, target)

@@ -39,8 +39,15 @@ PANEL = (5.6, 4.2)  # inches per panel: readable at 150 dpi without overlapping 
 WIDE = 8.0  # inches: the width of a one-panel figure
 DPI = 150
 # Fixed colours for the paper's methods, so that a method looks the same in every figure; others take the rest.
-METHOD_COLORS = {"Baseline": "#4c72b0", "LS": "#dd8452", "TET": "#55a868", "TKS": "#c44e52"}
-OTHER_COLORS = ("#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+METHOD_COLORS = {
+    "Baseline": "#4c72b0",
+    "LS": "#dd8452",
+    "TET": "#55a868",
+    "TKS": "#c44e52",
+    "Strong2Weak": "#8172b3",
+    "Weak2Strong": "#937860",
+}
+OTHER_COLORS = ("#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd", "#17becf", "#bcbd22")
 LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = (".", "x", "+", "^")
 
