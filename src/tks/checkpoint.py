@@ -7,6 +7,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +50,25 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {reason}") from None
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():  # torch's own hint would be to load it unsafely
+            raise CheckpointError(
+                f"refused {path}: the file holds objects other than tensors and plain data; not loaded, for safety"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{path} is not a tks checkpoint (expected a dict with 'model' and 'config')")
+    for key in ("model", "config"):
+        if not isinstance(payload[key], Mapping):
+            kind = type(payload[key]).__name__
+            raise CheckpointError(f"{path} is not a tks checkpoint: its {key!r} entry is a {kind}, not a mapping")
     return payload
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def copy_checkpoint(source: str | Path, target: str | Path) -> None:

@@ -20,10 +20,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tks.config import Config, ConfigError, LossConfig, StrongWeakConfig, from_dict, to_dict
+from tks.config import Config, ConfigError, LossConfig, StrongWeakConfig, load_config, to_dict
 from tks.errors import TKSError, TKSWarning
+from tks.paths import check_writable_folder
 
 
 class RunFolderError(TKSError):
@@ -162,11 +161,13 @@ def read_run(path: str | Path) -> Run:
         RunFolderError: naming the file that is missing, is not valid YAML/JSON, or lacks a needed entry.
     """
     path = Path(path)
-    config_text = _read(path / "config.yaml", "tks train writes it when the run starts")
+    _require(path / "config.yaml", "tks train writes it when the run starts")
     try:
-        config = from_dict(Config, yaml.safe_load(config_text) or {})
-    except (yaml.YAMLError, ConfigError) as exc:
-        raise RunFolderError(f"{path / 'config.yaml'} is not a valid tks config: {_one_line(exc)}") from None
+        config = load_config(path / "config.yaml")
+    except ConfigError as exc:  # file-level messages start with the file's name: say it once
+        file = str(path / "config.yaml")
+        reason = _one_line(exc).removeprefix(f"{file}: ").removeprefix(f"{file} is ").removeprefix(f"{file} ")
+        raise RunFolderError(f"{file} is not a valid tks config: {reason}") from None
     metrics = _parse_json(path / "metrics.json", _read(path / "metrics.json", "tks train writes it when it ends"))
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
@@ -185,10 +186,17 @@ def read_runs(paths: Iterable[str | Path]) -> list[Run]:
     return [read_run(d) for d in dirs]
 
 
-def _read(path: Path, hint: str) -> str:
+def _require(path: Path, hint: str) -> None:
     if not path.is_file():
         raise RunFolderError(f"{path} is missing ({hint})")
-    return path.read_text()
+
+
+def _read(path: Path, hint: str) -> str:
+    _require(path, hint)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path} is not UTF-8 text; tks writes JSON there") from None
 
 
 def _parse_json(path: Path, text: str, line: int | None = None) -> dict[str, Any]:
@@ -461,6 +469,8 @@ def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None)
     The table is followed by the accuracy at each test T and of each single step (``steps_markdown``). With
     ``out_dir`` the Markdown is also written there as ``compare.md``, and the main table as ``compare.csv``.
     """
+    if out_dir is not None:
+        check_writable_folder(out_dir, "--out")
     groups = group_runs(read_runs(paths))
     rows = table_rows(groups)
     markdown = to_markdown(rows) + "\n" + steps_markdown(groups)

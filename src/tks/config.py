@@ -1,9 +1,10 @@
 """Typed, frozen configuration loaded from YAML by a strict loader.
 
 A config file mirrors ``Config``: sections ``data``, ``model`` (with ``neuron``), ``loss``, ``optim`` and ``run``.
-Every key is checked: an unknown key is an error with the closest valid name, values are coerced to the declared
-type (PyYAML reads ``1e-3`` as a string; it becomes a float here), ``Literal`` fields accept only their choices and
-each section validates its ranges. ``--set section.key=value`` overrides go through the same path.
+Every key is checked: an unknown key is an error with the closest valid name, a key given twice is an error (PyYAML
+would let the last one win silently), values are coerced to the declared type (PyYAML reads ``1e-3`` as a string;
+it becomes a float here; floats must be finite), ``Literal`` fields accept only their choices and each section
+validates its ranges. ``--set section.key=value`` overrides go through the same path.
 
 The defaults of ``Config()`` are the quick digits recipe of bare ``tks train`` (``configs/digits.yaml`` states
 the same values; a test keeps the two equal).
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tks.errors import TKSError
+from tks.errors import TKSError, TKSWarning
 
 
 class ConfigError(TKSError, ValueError):
@@ -225,6 +229,10 @@ class OptimConfig:
         _require(self.accumulate >= 1, f"optim.accumulate must be >= 1, got {self.accumulate}")
 
 
+MAX_NAME_BYTES = 200
+"""The longest ``run.name`` (bytes of UTF-8), leaving room for the time stamp in a 255-byte folder name."""
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Where and how a run executes."""
@@ -253,10 +261,19 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
             f"run.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
         )
-        _require(bool(self.name) and "/" not in self.name, f"run.name must be a non-empty name, got {self.name!r}")
+        _require(
+            bool(self.name) and not set(self.name) & {"/", "\0"},
+            f"run.name must be a non-empty name without '/' or NUL, got {self.name!r}",
+        )
+        # the run folder is <name>-YYYYmmdd-HHMMSS[-N]: keep it within the usual 255-byte limit of a file name
+        _require(
+            len(self.name.encode()) <= MAX_NAME_BYTES,
+            f"run.name is {len(self.name.encode())} bytes long; at most {MAX_NAME_BYTES} fit in a folder name",
+        )
+        _require(0 <= self.seed < 2**32, f"run.seed must be in [0, 2^32), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -286,10 +303,17 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not a UTF-8 text file (byte {exc.start} is {exc.object[exc.start]:#04x}); a config is YAML"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+        loaded = _parse_yaml(text, str(path))
+        if loaded is None:
+            warnings.warn(f"{path} is empty: the defaults are used", TKSWarning, stacklevel=2)
+        elif not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
         data = loaded or {}
     for item in overrides:
@@ -297,14 +321,47 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     return from_dict(Config, data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (plain PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in first_line:
+                raise ConfigError(f"key {key!r} appears twice (lines {first_line[key]} and {line}); keep one")
+        except TypeError:  # an unhashable key: the base constructor reports it
+            continue
+        first_line[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """YAML text as Python data, one ``ConfigError`` naming ``where`` for anything malformed."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where} is not valid YAML: {exc}") from None
+
+
 def _apply_override(data: dict[str, Any], item: str) -> None:
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else None  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError:
-        value = raw
+        value = raw  # not YAML: the raw text, as a string value
+    except ConfigError as exc:
+        raise ConfigError(f"override {item!r}: {exc}") from None
     node = data
     *parents, leaf = key.strip().split(".")
     for part in parents:
@@ -359,13 +416,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, float) and value.is_integer():
             return int(value)
     elif tp is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)  # PyYAML reads "1e-3" (no dot) as a string
+                number = float(value)  # PyYAML reads "1e-3" (no dot) as a string
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value

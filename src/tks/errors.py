@@ -30,6 +30,10 @@ class OptionError(TKSError, ValueError):
     """An option that the chosen component does not take."""
 
 
+class DeviceError(TKSError, ValueError):
+    """A device that cannot be used here (unknown, or a GPU this machine does not have)."""
+
+
 class StepsError(TKSError, ValueError):
     """A model asked to run at a number of time steps it cannot handle."""
 

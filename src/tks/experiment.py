@@ -21,12 +21,22 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
-from tks.data import ClassBalancedSampler, DataOptions, DatasetInfo, build_dataset, dataset_info, to_time_major
+from tks.data import (
+    ClassBalancedSampler,
+    DataOptions,
+    DatasetInfo,
+    build_dataset,
+    check_options,
+    dataset_info,
+    to_time_major,
+)
 from tks.distributed import Dist, init_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.losses import Criterion
 from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
 from tks.models import create_model
+from tks.paths import check_writable_folder
+from tks.preflight import activation_bytes, check_input_size, check_memory
 from tks.snn import make_neuron
 from tks.utils import make_run_dir, resolve_device, seed_everything, write_json
 
@@ -194,8 +204,16 @@ def _run(
             device = torch.device("cuda", dist.local_rank)
         if cfg.run.precision == "fp16" and device.type != "cuda":
             raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
+        _preflight(cfg, run_dir, device, dist)
         progress = cfg.run.progress and dist.is_main
         train_set, info = load_split(cfg.data, "train", progress=progress)
+        per_process = -(-len(train_set) // dist.world_size)  # DistributedSampler pads every share to the same size
+        if cfg.data.batch_size > per_process:
+            share = f" per process ({len(train_set)} over {dist.world_size})" if dist.enabled else ""
+            raise ConfigError(
+                f"data.batch_size {cfg.data.batch_size} is larger than the {per_process} training samples{share}: "
+                "every epoch would have no full batch, and incomplete batches are dropped"
+            )
         test_set, _ = load_split(cfg.data, "test", progress=progress)
         model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
         if cfg.run.channels_last:
@@ -253,6 +271,21 @@ def _run(
         return TrainResult(run_dir, metrics, unwrap(model))
     finally:
         shutdown(dist)
+
+
+def _preflight(cfg: Config, run_dir: Path | None, device: torch.device, dist: Dist) -> None:
+    """Refuse, in one line each, what would fail later: unwritable folders, inputs too small, too little memory."""
+    info = check_options(cfg.data.name, data_options(cfg.data))
+    if dist.is_main:
+        check_writable_folder(run_dir if run_dir is not None else cfg.run.out_dir, "run.out_dir")
+    if info.kind == "events" and cfg.data.frames_cache not in ("auto", "off"):
+        check_writable_folder(cfg.data.frames_cache, "data.frames_cache")
+    build = partial(build_model, cfg.model, info, cfg.data.num_steps)
+    check_input_size(build, cfg.model.name, cfg.data.name, info.in_channels, info.input_size)
+    needed = activation_bytes(
+        build, info.in_channels, info.input_size, steps=cfg.data.num_steps, batch=cfg.data.batch_size, training=True
+    )
+    check_memory(needed, device, f"T={cfg.data.num_steps} with data.batch_size={cfg.data.batch_size}")
 
 
 def _restore(
@@ -343,7 +376,7 @@ def evaluate_checkpoint(
     if event_steps not in ("truncate", "rebin"):
         raise ConfigError(f"--event-steps must be 'truncate' or 'rebin', got {event_steps!r}")
     model, info, cfg = load_model(path)
-    steps = list(steps) if steps else [cfg.data.num_steps]
+    steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
     dev = resolve_device(device)
     model = model.to(dev)
     root = data_root if data_root is not None else cfg.data.root
@@ -363,12 +396,26 @@ def evaluate_checkpoint(
     def encoder(t: int) -> Callable[[torch.Tensor], torch.Tensor]:
         return partial(to_time_major, kind=info.kind, num_steps=t)
 
-    results, logits_at = {}, {}
-    for t in steps:
-        logits, targets = predict(model, batches(t), encode=encoder(t), device=dev)
-        results[t], logits_at[t] = classification_metrics(logits, targets), logits
+    build = partial(build_model, cfg.model, info, cfg.data.num_steps)
+    for t in steps:  # every T checked before any is run, so that a refusal throws no evaluation away
+        needed = activation_bytes(
+            build, info.in_channels, info.input_size, steps=t, batch=cfg.data.eval_batch_size, training=False
+        )
+        check_memory(needed, dev, f"--steps {t} with data.eval_batch_size={cfg.data.eval_batch_size}")
     # re-binned event results go under their own key, so that merged evaluations never mix the two meanings of T
     steps_key = "steps_rebin" if info.kind == "events" and event_steps == "rebin" else "steps"
+    results, logits_at = {}, {}
+    for t in steps:
+        try:
+            logits, targets = predict(model, batches(t), encode=encoder(t), device=dev)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            if results:  # keep what was measured
+                _merge_metrics(path.with_name("metrics.json"), {steps_key: {str(k): m for k, m in results.items()}})
+            saved = f"; the results of T={', '.join(map(str, results))} are in metrics.json" if results else ""
+            raise ConfigError(f"out of memory evaluating T={t}: {_first_line(exc)}{saved}") from None
+        results[t], logits_at[t] = classification_metrics(logits, targets), logits
     evaluation: dict[str, Any] = {"checkpoint": path.name, steps_key: {str(t): m for t, m in results.items()}}
     curve = None
     if early_exit is not None:
@@ -423,6 +470,11 @@ def _merge_metrics(path: Path, evaluation: dict[str, Any]) -> None:
             merged[key] = dict(sorted(steps.items(), key=lambda kv: int(kv[0])))
     data["eval"] = merged
     write_json(path, data)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: Python's, CUDA's, or the CPU allocator's RuntimeError."""
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
 
 
 def _first_line(exc: Exception) -> str:

@@ -17,6 +17,7 @@ semantics, so an export can be checked against the model it came from.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tks.errors import TKSError
 from tks.models.blocks import SpikingClassifier
 from tks.models.resnet19 import BasicBlock
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck
+from tks.paths import check_writable_file
 from tks.snn import LIF, PerStep
 from tks.snn.layers import TEBN
 
@@ -215,10 +217,14 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, dt: fl
     """Write the model of a checkpoint as a NIR file (HDF5), by default ``model.nir`` beside the checkpoint."""
     from tks.experiment import load_model  # the only place that rebuilds models from configs
 
+    if not math.isfinite(dt) or dt <= 0:
+        raise ExportError(f"--dt must be a finite number of seconds > 0, got {dt}")
+    target = Path(out) if out is not None else Path(path).with_name("model.nir")
+    check_writable_file(target, "--out")
     model, info, cfg = load_model(path)
     graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt)
     graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)
-    target = Path(out) if out is not None else Path(path).with_name("model.nir")
+    target.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(target), graph)
     return target
 

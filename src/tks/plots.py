@@ -33,6 +33,7 @@ from tks.compare import (
     read_runs,
     summarize,
 )
+from tks.paths import check_writable_folder
 
 TSNE_SEED = 20150101  # random_state of the official t-SNE call
 PANEL = (5.6, 4.2)  # inches per panel: readable at 150 dpi without overlapping labels
@@ -387,6 +388,7 @@ def plot_runs(
     Returns:
         The files written, and notes on what was left out.
     """
+    check_writable_folder(out_dir, "--out")
     figures, notes = make_figures(read_runs(paths), trained_at_each_t=trained_at_each_t)
     files = [p for f in figures for p in save_figure(f.figure, Path(out_dir), f.stem)]
     return files, notes

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tks.compare import METRICS, TABLE_HEADER, TABLE_NOTE, Row, Run, format_stat, group_runs, read_runs, table_rows
 from tks.config import dump_config
+from tks.paths import check_writable_file
 from tks.plots import NamedFigure, make_figures, png_bytes
 
 STYLE = """
@@ -124,8 +125,9 @@ def report_runs(
     Returns:
         The file written, and notes on what the figures left out.
     """
+    check_writable_file(out, "--out")
     page, notes = build_report(read_runs(paths), trained_at_each_t=trained_at_each_t)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the runs were read
     out.write_text(page, encoding="utf-8")
     return out, notes

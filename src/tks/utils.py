@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tks.errors import DeviceError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
@@ -21,10 +23,26 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` becomes CUDA when available, else CPU; anything else is taken as given."""
+    """``"auto"`` becomes CUDA when available, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` must exist here.
+
+    Raises:
+        DeviceError: for a string torch cannot parse, another device type, or a GPU this machine does not have.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {device!r}: no CUDA GPU is available here; use cpu (or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device {device!r} does not exist: this machine has cuda:0 to cuda:{count - 1}")
+    return resolved
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:

@@ -193,7 +193,13 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name].info
 
 
-def _check_options(name: str, options: DataOptions) -> DatasetInfo:
+def check_options(name: str, options: DataOptions) -> DatasetInfo:
+    """The facts of a dataset as these options make it (event frame size), after checking it takes them.
+
+    Raises:
+        UnknownNameError: for an unregistered name.
+        OptionError: for an option the dataset does not take.
+    """
     info = dataset_info(name)
     entry = DATASETS[name]
     for what, value, allowed in (
@@ -233,7 +239,7 @@ def build_dataset(
         DatasetError: for missing or malformed files (``EventFileError`` for a corrupt event file).
     """
     options = options or DataOptions()
-    info = _check_options(name, options)
+    info = check_options(name, options)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     return DATASETS[name].build(split, root, options), info
@@ -248,7 +254,7 @@ def prepare_frames(name: str, root: str | None, options: DataOptions) -> list[Pa
     Raises:
         OptionError: for a static dataset or ``frames_cache="off"``.
     """
-    info = _check_options(name, options)
+    info = check_options(name, options)
     if info.kind != "events":
         raise OptionError(f"{name} is a static image dataset; only event datasets have frames to prepare")
     if options.frames_cache == "off":
@@ -268,6 +274,7 @@ __all__ = [
     "DatasetInfo",
     "EventFileError",
     "build_dataset",
+    "check_options",
     "dataset_info",
     "list_datasets",
     "prepare_frames",

@@ -93,6 +93,8 @@ def create_model(
     """
     if name not in MODELS:
         raise UnknownNameError("model", name, list_models())
+    if num_classes < 1 or in_channels < 1:
+        raise OptionError(f"a model needs num_classes >= 1 and in_channels >= 1, got {num_classes} and {in_channels}")
     spec = MODELS[name]
     options = {key: value for key, value in (("connect", connect), ("stem", stem)) if value is not None}
     unsupported = sorted(set(options) - spec.options)
