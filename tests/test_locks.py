@@ -70,6 +70,15 @@ def test_a_lock_file_naming_a_dead_process_is_taken_over(finished_run):
     assert not (finished_run / ".lock").exists()
 
 
+def test_a_run_folder_that_cannot_be_locked_is_one_line(finished_run, capsys):
+    (finished_run / ".lock").mkdir()  # as unwritable as a read-only folder, even for root
+    before = snapshot(finished_run)
+    assert main(["train", "--resume", str(finished_run)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tks: error: run folder {finished_run} cannot be locked: Is a directory (.lock)\n"
+    assert snapshot(finished_run) == before
+
+
 def test_a_training_session_holds_its_run_folder_and_frees_it(tmp_path):
     seen = []
 

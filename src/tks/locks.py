@@ -65,7 +65,11 @@ class LockHeldError(TKSError):
         super().__init__(f"{path} is locked by {describe(pid)}")
 
 
-class RunFolderInUseError(TKSError):
+class RunFolderLockError(TKSError):
+    """A run folder that cannot be locked for a training session (e.g. it is read-only)."""
+
+
+class RunFolderInUseError(RunFolderLockError):
     """A run folder that another live process is training in."""
 
 
@@ -181,11 +185,14 @@ def lock_run_dir(run_dir: str | Path) -> FileLock:
 
     Raises:
         RunFolderInUseError: ``run folder D is in use by process N`` while another live process holds it.
+        RunFolderLockError: when the lock file cannot be written (a read-only folder).
     """
     try:
         return acquire(Path(run_dir) / RUN_LOCK, wait=False)
     except LockHeldError as exc:
         raise RunFolderInUseError(f"run folder {run_dir} is in use by {describe(exc.pid)}") from None
+    except OSError as exc:
+        raise RunFolderLockError(f"run folder {run_dir} cannot be locked: {exc.strerror} ({RUN_LOCK})") from None
 
 
 @contextmanager
