@@ -1,15 +1,20 @@
 """The frame cache: built once, reused, rebuilt when stale or partial, never read when wrong; ``tks prepare``."""
 
+import hashlib
 import json
 import logging
 import os
+import time
+import warnings
 
 import numpy as np
 import pytest
+from concurrency import run_at_once
 from data_files import EVENTS, aedat2_bytes, write_cifar10_dvs
 
 from tks.cli import main
 from tks.data import DataOptions, EventFileError, build_dataset
+from tks.data import cache as frame_cache
 from tks.data.cache import FORMAT_VERSION
 
 
@@ -129,3 +134,36 @@ def test_prepare_reports_a_corrupt_file_from_a_worker_and_refuses_static_data(dv
     assert f"tks: error: {bad}: truncated AEDAT 2.0 file" in capsys.readouterr().err
     assert main(["prepare", "digits", "--steps", "3"]) == 2
     assert "digits is a static image dataset" in capsys.readouterr().err
+
+
+def load_counted(root, cache, builds, hold=0.5):
+    """``load`` noting each cache build in ``builds`` and keeping it open ``hold`` s; a digest of the frames read."""
+    real = frame_cache.build
+
+    def counted(*args, **kwargs):
+        with open(builds, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(hold)
+        return real(*args, **kwargs)
+
+    frame_cache.build = counted  # in this forked process only
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = load(root, cache, split="train")
+    frames = np.load(dataset.frames_file)  # read the whole copy right after it was ready
+    return hashlib.sha256(frames.tobytes()).hexdigest(), str(dataset.frames_file), [str(w.message) for w in caught]
+
+
+def test_two_processes_building_one_cache_at_once_build_once_and_share_it(dvs):
+    root, cache = dvs
+    builds = root.parent / "builds.txt"
+    (digest_a, file_a, notes_a), (digest_b, file_b, notes_b) = run_at_once(load_counted, [(root, cache, builds)] * 2)
+    assert (digest_a, file_a) == (digest_b, file_b)
+    (builder,) = builds.read_text().split()  # built once; the other process waited and reused it
+    folder = cache / file_a.split(os.sep)[-2]
+    assert [p.name for p in cache.iterdir()] == [folder.name]  # no partial folder, no lock file
+    for notes in (notes_a, notes_b):
+        assert notes in ([], [f"waiting for process {builder} to finish building the frame cache {folder}"])
+    before = (folder / "frames.npy").stat().st_mtime_ns
+    load(root, cache, split="train")
+    assert (folder / "frames.npy").stat().st_mtime_ns == before and builds.read_text().split() == [builder]

@@ -1,13 +1,20 @@
 """digits-dvs: the simulated event camera, the generated files, a short training run and fewer-step evaluation."""
 
+import hashlib
 import json
+import os
+import time
+import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import sklearn.datasets
+from concurrency import FORK, run_at_once
 from sklearn.datasets import load_digits
 
 from tks.config import Config, ConfigError, DataConfig, LossConfig, OptimConfig, RunConfig
-from tks.data import DataOptions, DatasetError, build_dataset
+from tks.data import DataOptions, DatasetError, build_dataset, digits_dvs
 from tks.data.digits_dvs import SENSOR, ensure_digits_dvs, simulate
 from tks.data.event_io import read_atis_bin
 from tks.experiment import evaluate_checkpoint, train
@@ -44,6 +51,76 @@ def test_generation_runs_once_and_never_overwrites_other_files(digits_dvs_root, 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DatasetError, match="holds other files"):
         ensure_digits_dvs(tmp_path)
+
+
+def first_digits(count=40):
+    """A stand-in for ``load_digits()`` with its first ``count`` digits: the concurrency tests need no more."""
+    bunch = load_digits()
+    few = SimpleNamespace(images=bunch.images[:count], target=bunch.target[:count])
+    return lambda: few
+
+
+def generate_counted(folder, builds, hold=0.5):
+    """``ensure_digits_dvs`` on 40 digits, noting each generation in ``builds`` and keeping it open ``hold`` s.
+
+    Returns a digest of every file the call left in ``folder`` (read right after it returned) and the messages of
+    the warnings it gave.
+    """
+    sklearn.datasets.load_digits = first_digits()  # in this forked process only
+    real = digits_dvs.simulate
+
+    def counted(images):
+        with open(builds, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(hold)
+        return real(images)
+
+    digits_dvs.simulate = counted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ensure_digits_dvs(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest(), [str(w.message) for w in caught]
+
+
+def test_two_processes_generating_at_once_build_once_and_share_the_copy(tmp_path):
+    folder, builds = tmp_path / "cache" / "digits-dvs", tmp_path / "builds.txt"
+    (first, notes_a), (second, notes_b) = run_at_once(generate_counted, [(folder, builds)] * 2)
+    assert first == second  # both read the same complete files
+    (builder,) = builds.read_text().split()  # generated once; the other process waited and reused the copy
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digits-dvs"]  # no partial folder, no lock file
+    for notes in (notes_a, notes_b):
+        assert notes in ([], [f"waiting for process {builder} to finish building digits-dvs in {folder}"])
+    assert ensure_digits_dvs(folder) == folder and builds.read_text().split() == [builder]  # complete: kept
+
+
+def generate_and_hang(folder, started):
+    sklearn.datasets.load_digits = first_digits()
+
+    def hang(images):
+        started.write_text("")
+        time.sleep(60)
+
+    digits_dvs.simulate = hang
+    ensure_digits_dvs(folder)
+
+
+def test_a_killed_generation_is_cleaned_up_by_the_next(tmp_path, monkeypatch):
+    folder, started = tmp_path / "cache" / "digits-dvs", tmp_path / "started"
+    killed = FORK.Process(target=generate_and_hang, args=(folder, started))
+    killed.start()
+    deadline = time.time() + 60
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    killed.kill()
+    killed.join()
+    assert (tmp_path / "cache" / f"digits-dvs.partial-{killed.pid}").is_dir()  # what a killed build leaves
+    monkeypatch.setattr(sklearn.datasets, "load_digits", first_digits())
+    assert ensure_digits_dvs(folder) == folder
+    assert len(list(folder.glob("*/*.bin"))) == 40
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digits-dvs"]  # the dead build's folder is gone
 
 
 def test_digits_dvs_split_and_frames(digits_dvs_root):

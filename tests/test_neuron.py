@@ -1,12 +1,14 @@
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
 import torch
+from concurrency import run_at_once
 
-from tks.snn import LIF, SpikingJellyLIF, lif_reference, make_neuron, make_surrogate
+from tks.snn import LIF, SpikingJellyLIF, kernels, lif_reference, make_neuron, make_surrogate
 from tks.snn.kernels import load_lif_kernel
 from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager
 
@@ -123,6 +125,26 @@ def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
     )
     assert no_compiler.stdout.startswith("True [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]")
     assert "could not build the fused LIF CPU kernel" in no_compiler.stdout
+
+
+def load_fresh_kernel(cache, compiler):
+    """``load_lif_kernel`` in a new cache with the given compiler command, as a process that never loaded it."""
+    os.environ.update(TKS_CACHE=str(cache), CC=compiler)  # in this forked process only
+    kernels.load_lif_kernel.cache_clear()
+    return kernels.load_lif_kernel() is not None
+
+
+@pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
+def test_processes_loading_the_kernel_at_once_compile_it_once(tmp_path):
+    compiles = tmp_path / "compiles.txt"
+    compiler = tmp_path / "cc"  # the real compiler, noting each call and taking long enough for the calls to overlap
+    real = " ".join(shlex.quote(part) for part in kernels._compiler())
+    compiler.write_text(f'#!/bin/sh\necho $$ >> {shlex.quote(str(compiles))}\nsleep 0.5\nexec {real} "$@"\n')
+    compiler.chmod(0o755)
+    assert run_at_once(load_fresh_kernel, [(tmp_path / "cache", str(compiler))] * 3) == [True, True, True]
+    (library,) = (tmp_path / "cache" / "kernels").iterdir()  # no temporary file, no lock file left
+    alone = 1 if library.name.endswith("-omp.so") else 2  # without OpenMP one process compiles twice
+    assert len(compiles.read_text().split()) == alone
 
 
 @pytest.mark.parametrize("engine", ["tks", "spikingjelly"])

@@ -39,6 +39,11 @@ class Dist:
         return self.rank == 0
 
 
+def is_main_from_env() -> bool:
+    """Whether this process will be rank 0 (or runs alone), known from the environment before joining the group."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
 def init_from_env(device: str) -> Dist:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -30,8 +31,9 @@ from tks.data import (
     dataset_info,
     to_time_major,
 )
-from tks.distributed import Dist, init_from_env, shutdown
+from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
+from tks.locks import FileLock, lock_run_dir
 from tks.losses import Criterion
 from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
 from tks.models import create_model
@@ -173,12 +175,18 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
 
     The config is the one stored in the checkpoint. With ``run.deterministic`` on the CPU the result equals the
     uninterrupted run bit for bit.
+
+    Raises:
+        RunFolderInUseError: while another process trains in ``run_dir`` (``tks.locks``).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder not found: {run_dir}")
-    payload = load_checkpoint(run_dir / "checkpoint.pt")
-    return _run(_stored_config(payload, run_dir / "checkpoint.pt"), run_dir, payload, on_epoch_end)
+    # Locked (by rank 0, the one that writes) before the checkpoint is read: a run that is still going would
+    # otherwise be resumed from an epoch it is about to pass.
+    with lock_run_dir(run_dir) if is_main_from_env() else nullcontext():
+        payload = load_checkpoint(run_dir / "checkpoint.pt")
+        return _run(_stored_config(payload, run_dir / "checkpoint.pt"), run_dir, payload, on_epoch_end)
 
 
 def _stored_config(payload: dict[str, Any], path: Path) -> Config:
@@ -195,6 +203,7 @@ def _run(
     on_epoch_end: Callable[[dict[str, Any]], None] | None,
 ) -> TrainResult:
     dist = init_from_env(cfg.run.device)
+    lock: FileLock | None = None  # of a new run's folder (``resume`` locks the folder it continues)
     try:
         seed_everything(cfg.run.seed)
         if cfg.run.deterministic:
@@ -236,6 +245,7 @@ def _run(
         if run_dir is None:
             run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name) if dist.is_main else Path(cfg.run.out_dir)
             if dist.is_main:
+                lock = lock_run_dir(run_dir)
                 (run_dir / "config.yaml").write_text(dump_config(cfg))
         metrics = fit(
             model,
@@ -270,6 +280,8 @@ def _run(
             write_json(run_dir / "metrics.json", metrics)
         return TrainResult(run_dir, metrics, unwrap(model))
     finally:
+        if lock is not None:
+            lock.release()
         shutdown(dist)
 
 

@@ -46,13 +46,20 @@ def resolve_device(device: str) -> torch.device:
 
 
 def make_run_dir(out_dir: str | Path, name: str) -> Path:
-    """Create ``<out_dir>/<name>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if it exists already)."""
+    """Create ``<out_dir>/<name>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if it exists already).
+
+    Runs started in the same second, even by processes racing each other, get different folders: the folder is
+    created, not looked for first, and a name another process created meanwhile moves on to the next suffix.
+    """
     base = Path(out_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     run_dir, n = base, 1
-    while run_dir.exists():
-        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    run_dir.mkdir(parents=True)
-    return run_dir
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -7,7 +7,9 @@ file (path, size, modification time, label). A cache is used only when all of th
 the recorded shape; otherwise it is stale or partial and is rebuilt, with a warning saying why.
 
 A build writes into a sibling ``*.partial-<pid>`` folder and renames it into place when complete (manifest
-last), so an interrupted build never leaves a cache that looks valid.
+last), so an interrupted build never leaves a cache that looks valid. Several processes may ask for one cache at
+once (two trainings, ``tks prepare``): one builds, holding a lock beside the folder, and the others wait for it
+and use its copy; a valid cache is never rebuilt or deleted (``tks.locks``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from tks.data.files import atomic_write_bytes
 from tks.data.frames import Framing
+from tks.locks import build_lock, partial_path, publish, remove_dead_partials
 
 FORMAT_VERSION = 1
 """Bumped whenever the framing changes, so that caches written by older code are rebuilt."""
@@ -116,18 +118,10 @@ def _frames_in_order(framing: Framing, files: Sequence[Path], workers: int) -> I
         yield from pool.map(framing, files, chunksize=8)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def build(folder: Path, job: FrameJob, *, workers: int = 0, progress: bool = True) -> None:
     """Frame every file of ``job`` and publish the cache atomically (see the module docstring).
+
+    The caller holds the folder's build lock (``ensure`` does).
 
     Args:
         folder: the cache folder to (re)create.
@@ -136,10 +130,8 @@ def build(folder: Path, job: FrameJob, *, workers: int = 0, progress: bool = Tru
         progress: show a progress bar on a terminal.
     """
     key, files, targets = job.key, job.files, job.targets
-    for stale in folder.parent.glob(f"{folder.name}.partial-*"):  # left by a build that was killed
-        if not _pid_alive(int(stale.name.rsplit("-", 1)[1])):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    remove_dead_partials(folder)  # left by a build that was killed
+    tmp = partial_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -160,9 +152,7 @@ def build(folder: Path, job: FrameJob, *, workers: int = 0, progress: bool = Tru
             "fingerprint": fingerprint(files, targets),
         }
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
+        publish(tmp, folder, lambda f: check(f, job) is None)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; removes a failed build's half-written files
 
@@ -174,9 +164,12 @@ def ensure(root: Path, job: FrameJob, *, workers: int = 0, progress: bool = True
         The cache folder; its ``frames.npy`` holds the frames of ``job.files`` in order.
     """
     folder = root / job.key.folder_name()
-    reason = check(folder, job)
-    if reason is not None:
-        if reason != "missing":
-            log.warning("frame cache %s is %s; rebuilding it", folder, reason)
-        build(folder, job, workers=workers, progress=progress)
+    if check(folder, job) is None:
+        return folder
+    with build_lock(folder, f"the frame cache {folder}"):
+        reason = check(folder, job)  # again: another process may have built it while this one waited
+        if reason is not None:
+            if reason != "missing":
+                log.warning("frame cache %s is %s; rebuilding it", folder, reason)
+            build(folder, job, workers=workers, progress=progress)
     return folder

@@ -14,7 +14,6 @@ reader and framing as N-Caltech101 (on the fixed 34x34 sensor).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from tks.data.errors import DatasetError
 from tks.data.event_io import write_atis_bin
 from tks.data.files import atomic_write_bytes
+from tks.locks import build_lock, partial_path, publish, remove_dead_partials
 
 VERSION = 1
 SENSOR = 34
@@ -124,7 +124,9 @@ def _is_complete(folder: Path) -> bool:
 def ensure_digits_dvs(folder: Path) -> Path:
     """Generate digits-dvs into ``folder`` unless a complete copy of this version is there; returns ``folder``.
 
-    The files are written into a sibling ``*.partial-<pid>`` folder and renamed into place when complete.
+    Safe to call from several processes at once: one generates (holding a lock beside ``folder``) while the others
+    wait and then use its copy. The files are written into a sibling ``*.partial-<pid>`` folder and renamed into
+    place when complete, so a complete copy is never deleted or rewritten; an older version is replaced.
 
     Raises:
         DatasetError: when ``folder`` holds other files (it is never overwritten unless it holds digits-dvs).
@@ -133,10 +135,18 @@ def ensure_digits_dvs(folder: Path) -> Path:
         return folder
     if folder.is_dir() and any(folder.iterdir()) and not (folder / "manifest.json").exists():
         raise DatasetError(f"digits-dvs: {folder} holds other files; give an empty or new folder as its root")
+    with build_lock(folder, f"digits-dvs in {folder}"):
+        if not _is_complete(folder):  # checked again: another process may have generated it while this one waited
+            _generate(folder)
+    return folder
+
+
+def _generate(folder: Path) -> None:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    remove_dead_partials(folder)
+    tmp = partial_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for label in range(10):
@@ -146,9 +156,6 @@ def ensure_digits_dvs(folder: Path) -> Path:
             write_atis_bin(tmp / str(label) / f"digit_{index:04d}.bin", x, y, t, p)
         manifest = {"version": VERSION, "count": len(recordings), "sensor": [SENSOR, SENSOR], "seed": SEED}
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
-        shutil.rmtree(folder, ignore_errors=True)  # an older version or an interrupted copy
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, folder)
+        publish(tmp, folder, _is_complete)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; removes a failed build's half-written files

@@ -1,9 +1,10 @@
 """The CPU kernel of the fused LIF: C source compiled once with the system C compiler and loaded with ctypes.
 
 The shared library is built on first use into ``<cache>/kernels/`` (``$TKS_CACHE`` or ``~/.cache/tks``), named by
-a hash of the source, the compiler and the flags, and written atomically; later processes only load it. Without a
-working C compiler (or with ``TKS_LIF_KERNEL=0``) ``load_lif_kernel`` returns None and the neuron falls back to its
-eager PyTorch implementation, which computes the same thing more slowly.
+a hash of the source, the compiler and the flags, and written atomically; later processes only load it. Processes
+that need it at once (``torchrun`` ranks, parallel tests) compile it once: one holds a lock while the others wait.
+Without a working C compiler (or with ``TKS_LIF_KERNEL=0``) ``load_lif_kernel`` returns None and the neuron falls
+back to its eager PyTorch implementation, which computes the same thing more slowly.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import os
 import shlex
 import subprocess
 import sysconfig
-import tempfile
 import warnings
 from functools import cache
 from pathlib import Path
 
 import torch
+
+from tks.locks import build_lock, partial_path, remove_dead_partials
 
 SOURCE = Path(__file__).with_name("lif_cpu.c")
 # -ffp-contract=off: no fused multiply-adds, so the kernel rounds exactly as the eager PyTorch ops do.
@@ -37,15 +39,17 @@ def _compiler() -> list[str]:
 
 
 def _build(target: Path, openmp: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lif_cpu.", suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
-        flags = FLAGS + (["-fopenmp"] if openmp else [])
-        subprocess.run([*_compiler(), *flags, str(SOURCE), "-o", tmp, "-lm"], check=True, capture_output=True)
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with build_lock(target, None):  # silent: a compile takes seconds
+        if target.exists():  # compiled by another process while this one waited
+            return
+        remove_dead_partials(target)
+        tmp = partial_path(target)
+        try:
+            flags = FLAGS + (["-fopenmp"] if openmp else [])
+            subprocess.run([*_compiler(), *flags, str(SOURCE), "-o", str(tmp), "-lm"], check=True, capture_output=True)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def _bind(library: ctypes.CDLL) -> ctypes.CDLL:
