@@ -223,3 +223,26 @@ def test_reads_a_real_run(digits_runs):
     assert run.num_steps == 2 and run.seed == 0 and len(run.log) == 2
     assert list(run.top1_by_steps()) == [1, 2, 3]
     assert [g.method for g in group_runs([read_run(ce), run])] == ["Baseline", "TKS"]
+
+
+def test_paired_differences_by_hand(tmp_path):
+    # TKS - Baseline top-1 differences 2.0, 1.0, 0.5 points: mean 7/6, sd 0.7638, t(0.975, 2) = 4.3027
+    for seed, (tks, ce) in enumerate([(0.90, 0.88), (0.91, 0.90), (0.89, 0.885)]):
+        fake_run(tmp_path, f"tks{seed}", seed=seed, loss="tks", metrics={"top1": tks, "aurc": 0.010 + seed / 1000})
+        fake_run(tmp_path, f"ce{seed}", seed=seed, metrics={"top1": ce, "aurc": 0.020 + seed / 1000})
+    fake_run(tmp_path, "ls5", seed=5, loss="ls", metrics={"top1": 0.5})  # no seed in common with TKS: no row
+    text = compare_runs([tmp_path], paired="TKS")
+    row = next(line for line in text.splitlines() if "TKS − Baseline" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:3] == ["digits / spiking_cnn / T=2", "TKS − Baseline", "3"]
+    assert cells[3] == "+1.17 [-0.73, +3.06]"  # 7/6 ± 4.3027 * 0.7638 / sqrt(3): contains 0, no star
+    assert cells[5] == "-10.00 [-10.00, -10.00]*"  # AURC x10^3 lower by exactly 10 each seed: excludes 0
+    assert "TKS − LS" not in text
+    with pytest.raises(RunFolderError, match="--paired 'TET': no such method"):
+        compare_runs([tmp_path], paired="TET")
+
+
+def test_cli_compare_paired(three_runs, capsys):
+    assert main(["compare", str(three_runs), "--paired", "TKS"]) == 0
+    out = capsys.readouterr().out
+    assert "| digits / spiking_cnn / T=2 | TKS − Baseline | 1 | +15.00 |" in out  # seed 0 only (95 - 80), no interval

@@ -147,7 +147,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``tks compare RUN_DIR... [--out DIR]``: the paper's Table 4 over the runs, mean ± std over seeds."""
     from tks.compare import compare_runs
 
-    print(compare_runs(args.run_dirs, args.out), end="")
+    print(compare_runs(args.run_dirs, args.out, paired=args.paired), end="")
     if args.out:
         print(f"\nwrote {args.out}/compare.md and {args.out}/compare.csv")
     return 0
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("compare", help="table of methods by top-1 / top-5 / AURC, mean ± std over seeds")
     _add_run_dirs(p)
     p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
+    p.add_argument(
+        "--paired", default=None, metavar="METHOD", help="paired differences over seeds against METHOD, e.g. TKS"
+    )
     p.set_defaults(func=cmd_compare)
 
     at_each_t = "Fig. 3: also draw the models trained at each T, at their own T"

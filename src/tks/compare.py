@@ -463,10 +463,85 @@ def _stat_table(title: str, symbol: str, rows: dict[str, dict[int, Stat]]) -> st
     return "\n".join(lines) + "\n"
 
 
-def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None) -> str:
+@dataclass(frozen=True)
+class PairedStat:
+    """Mean of paired differences over n seeds with its 95% confidence interval (None when n = 1)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    n: int
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedStat:
+    """Mean of a_i - b_i with the t-interval of 95%: mean ± t_{0.975, n-1} * sd / sqrt(n), sd with n - 1.
+
+    With 3 pairs t_{0.975, 2} = 4.30, so the interval is wide unless the differences agree closely.
+    """
+    from scipy.stats import t as student_t  # scipy is slow to import; only this table needs it
+
+    stat = mean_std([x - y for x, y in zip(a, b, strict=True)])
+    if stat.std is None:
+        return PairedStat(stat.mean, None, None, 1)
+    half = float(student_t.ppf(0.975, stat.n - 1)) * stat.std / math.sqrt(stat.n)
+    return PairedStat(stat.mean, stat.mean - half, stat.mean + half, stat.n)
+
+
+def paired_markdown(groups: Sequence[Group], reference: str) -> str:
+    """The paired difference, over the seeds both ran, between ``reference`` and every other method of its block.
+
+    Runs of one seed share the initialisation and data order across methods, so seed-wise differences remove that
+    source of variance. An interval that excludes 0 is marked with ``*``. Blocks without ``reference`` are left out.
+
+    Args:
+        groups: from ``group_runs``.
+        reference: a method label as the table prints it, e.g. ``TKS``.
+    """
+    lines = []
+    for block in dict.fromkeys(g.block for g in groups):
+        members = [g for g in groups if g.block == block]
+        ref = next((g for g in members if g.method == reference), None)
+        if ref is None:
+            continue
+        by_seed = {r.seed: r for r in ref.runs}
+        for other in (g for g in members if g is not ref):
+            pairs = [(by_seed[r.seed], r) for r in other.runs if r.seed in by_seed]
+            if not pairs:
+                continue
+            cells = [
+                _format_paired(
+                    paired_difference(
+                        [m.scale * a.metrics[m.key] for a, _ in pairs], [m.scale * b.metrics[m.key] for _, b in pairs]
+                    )
+                )
+                for m in METRICS
+            ]
+            label = _md_escape(f"{reference} − {other.method}")
+            lines.append(f"| {block[0]} / {block[1]} / T={block[2]} | {label} | {len(pairs)} | {' | '.join(cells)} |")
+    if not lines:
+        return ""
+    head = "| Block | Difference | pairs | " + " | ".join(m.header for m in METRICS) + " |"
+    rule = "|:---|:---|---:|" + "---:|" * len(METRICS)
+    note = (
+        f"Paired differences {reference} minus each method over the seeds both ran: mean [95% confidence interval, "
+        "t-distribution with n - 1 degrees of freedom]; * marks an interval that excludes 0. Positive is better for "
+        "top-1/top-5, negative for AURC/E-AURC/ECE."
+    )
+    return "\n".join([head, rule, *lines]) + f"\n\n{note}\n"
+
+
+def _format_paired(d: PairedStat) -> str:
+    if d.low is None:
+        return f"{d.mean:+.2f}"
+    star = "*" if d.low > 0 or d.high < 0 else ""
+    return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{star}"
+
+
+def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None, *, paired: str | None = None) -> str:
     """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
 
-    The table is followed by the accuracy at each test T and of each single step (``steps_markdown``). With
+    The table is followed by the accuracy at each test T and of each single step (``steps_markdown``), and with
+    ``paired`` (a method label such as ``TKS``) by the paired differences against it (``paired_markdown``). With
     ``out_dir`` the Markdown is also written there as ``compare.md``, and the main table as ``compare.csv``.
     """
     if out_dir is not None:
@@ -474,6 +549,12 @@ def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None)
     groups = group_runs(read_runs(paths))
     rows = table_rows(groups)
     markdown = to_markdown(rows) + "\n" + steps_markdown(groups)
+    if paired is not None:
+        if not any(g.method == paired for g in groups):
+            raise RunFolderError(
+                f"--paired {paired!r}: no such method; the methods are {sorted({g.method for g in groups})}"
+            )
+        markdown += "\n" + paired_markdown(groups, paired)
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
