@@ -1,11 +1,12 @@
 """A compute-efficient spiking CNN for small static images (28x28 Fashion-MNIST): ``spiking_convnet``.
 
-Three conv-BN-LIF blocks at 28, 14 and 7 pixels, 2x2 max pooling after each (max of spikes is a spike, so the
-pooled maps stay binary), a spiking hidden layer of ``hidden`` units and a linear classifier at every step. It is
-laid out for a CPU budget (docs/convergence-recipe.md): the first block sees the image repeated over T, so it runs
-once per image (``TimeInvariant``) instead of T times, and the widths grow only after the resolution drops.
+Three blocks conv 3x3 -> max-pool 2x2 -> BN -> LIF (the last without pooling: 28 -> 14 -> 7 pixels), an adaptive
+max-pool to ``pooled`` x ``pooled``, a spiking hidden layer of ``hidden`` units and a linear classifier at every
+step. It is laid out for a CPU budget (docs/convergence-recipe.md): each block pools the input current before the
+neurons, so BN and LIF run on the pooled map, and the first block sees the image repeated over T, so its conv,
+pooling and BN run once per image (``TimeInvariant``) instead of T times.
 
-Input:  ``[T, B, C, H, W]`` (H, W >= 8).
+Input:  ``[T, B, C, H, W]`` (H, W >= 4).
 Output: logits ``[T, B, num_classes]``.
 """
 
@@ -13,13 +14,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.models.blocks import SpikingClassifier
 from tks.snn import NeuronFactory, PerStep, TimeInvariant
 from tks.snn.layers import NormFactory
 
 
 class StaticConvNet(SpikingClassifier):
-    """conv(c1)-LIF-maxpool, conv(c2)-LIF-maxpool, conv(c3)-LIF-maxpool, linear(hidden)-BN-LIF, linear classifier.
+    """conv(c1)-pool-BN-LIF, conv(c2)-pool-BN-LIF, conv(c3)-BN-LIF, max-pool, linear(hidden)-BN-LIF, classifier.
 
     Args:
         num_classes: K.
@@ -28,7 +29,7 @@ class StaticConvNet(SpikingClassifier):
         norm: normalisation factory of the conv blocks.
         channels: widths (c1, c2, c3).
         hidden: units of the spiking hidden layer.
-        pooled: side of the last feature map (``AdaptiveMaxPool2d``; 3 for 28x28 input: 28 -> 14 -> 7 -> 3).
+        pooled: side of the last feature map (``AdaptiveMaxPool2d``; 28x28 input: 28 -> 14 -> 7 -> 3).
     """
 
     def __init__(
@@ -44,13 +45,11 @@ class StaticConvNet(SpikingClassifier):
         super().__init__()
         c1, c2, c3 = channels
         self.features = nn.Sequential(
-            _first_block(in_channels, c1, norm),
+            *_block(in_channels, c1, norm, pool=True, first=True),
             neuron(),
-            PerStep(nn.MaxPool2d(2)),
-            conv_norm(c1, c2, norm),
+            *_block(c1, c2, norm, pool=True),
             neuron(),
-            PerStep(nn.MaxPool2d(2)),
-            conv_norm(c2, c3, norm),
+            *_block(c2, c3, norm, pool=False),
             neuron(),
             PerStep(nn.AdaptiveMaxPool2d(pooled), nn.Flatten()),
             PerStep(nn.Linear(c3 * pooled * pooled, hidden, bias=False), nn.BatchNorm1d(hidden)),
@@ -59,14 +58,15 @@ class StaticConvNet(SpikingClassifier):
         self.classifier = PerStep(nn.Linear(hidden, num_classes))
 
 
-def _first_block(in_channels: int, out_channels: int, norm: NormFactory) -> nn.Module:
-    """3x3 conv and norm, computed once per image for static input (``TimeInvariant``).
+def _block(in_channels: int, out_channels: int, norm: NormFactory, *, pool: bool, first: bool = False) -> list:
+    """3x3 conv, 2x2 max-pool when ``pool``, and the norm: the layers before a block's neurons.
 
-    BN and tdBN are stateless per step and join the conv inside; TEBN scales each step differently, so it stays
-    outside and runs over T.
+    The first block runs once for a static image (``TimeInvariant``). BN and tdBN act on each step alone and join
+    the conv there; TEBN scales each step differently, so it stays outside and runs over T.
     """
-    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-    layer = norm(out_channels)
-    if type(layer) is PerStep:
-        return TimeInvariant(conv, *layer)
-    return nn.Sequential(TimeInvariant(conv), layer)
+    layers = [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)] + ([nn.MaxPool2d(2)] if pool else [])
+    wrap = TimeInvariant if first else PerStep
+    normalisation = norm(out_channels)
+    if type(normalisation) is PerStep:
+        return [wrap(*layers, *normalisation)]
+    return [wrap(*layers), normalisation]
