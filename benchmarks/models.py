@@ -19,6 +19,8 @@ from tks.models import count_parameters, create_model, list_models
 INPUT = {
     "spiking_cnn": (1, 8),
     "spiking_lenet": (1, 28),
+    "spiking_convnet": (1, 28),
+    "spiking_convnet_wide": (1, 28),
     "vgg_snn": (2, 48),
     "vgg_snn_small": (2, 16),
     "sew_resnet18": (3, 224),

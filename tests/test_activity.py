@@ -67,3 +67,18 @@ def test_activity_of_a_registered_model_is_consistent():
     assert len(result["layers"]) == 8 and len(result["ops"]) == 9  # 8 conv-LIF blocks, one classifier
     assert all(0.0 <= r <= 1.0 for layer in result["layers"] for r in layer["rate_per_step"])
     assert result["totals"]["acs"] == pytest.approx(sum(op["count"] for op in result["ops"]))
+
+
+def test_layers_run_once_for_a_static_image_are_counted_at_every_step():
+    torch.manual_seed(0)
+    model = create_model("spiking_convnet", num_classes=10, in_channels=1)
+    batches = [(torch.rand(3, 1, 28, 28) * 3, torch.zeros(3))]
+    counts = [
+        measure_activity(model, batches, encode=encode, device=torch.device("cpu"))
+        for encode in (lambda b: to_time_major(b, "static", 4), lambda b: to_time_major(b, "static", 4).contiguous())
+    ]
+    once, every_step = counts  # a broadcast input runs the first block once; a materialised one T times
+    assert once["ops"][0]["dense_macs"] == 28 * 28 * 16 * 9  # one 3x3 conv 1 -> 16 at 28x28, per step
+    for a, b in zip(once["ops"], every_step["ops"], strict=True):
+        assert a["dense_macs"] == b["dense_macs"] and a["count"] == pytest.approx(b["count"])
+    assert once["totals"]["macs"] == pytest.approx(4 * 28 * 28 * 16 * 9)

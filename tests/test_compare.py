@@ -246,3 +246,53 @@ def test_cli_compare_paired(three_runs, capsys):
     assert main(["compare", str(three_runs), "--paired", "TKS"]) == 0
     out = capsys.readouterr().out
     assert "| digits / spiking_cnn / T=2 | TKS − Baseline | 1 | +15.00 |" in out  # seed 0 only (95 - 80), no interval
+
+
+def selected_entry(top1, selected_on="val", epoch=1):
+    return {"epoch": epoch, "selected_on": selected_on, "top1": top1, "top5": 1.0, "aurc": 0.02, "e_aurc": 0.01}
+
+
+def test_compare_reports_the_final_model_unless_asked_for_the_selected_one(tmp_path, capsys):
+    steps = {"per_step": [0.5, 0.5], "num_steps": 2, "ece": 0.1}
+    for seed, (final, chosen) in enumerate([(0.80, 0.70), (0.90, 0.60)]):
+        selected = {**selected_entry(chosen, epoch=seed + 1), **steps}
+        fake_run(tmp_path, f"ce{seed}", seed=seed, metrics={"top1": final, "selected_on": "val", "selected": selected})
+    final = compare_runs([tmp_path])
+    assert "| 85.00 ± 7.07 |" in final and "Final model of each run (last epoch, checkpoint.pt)." in final
+    selected = compare_runs([tmp_path], model="selected")
+    assert "| 65.00 ± 7.07 |" in selected and "85.00" not in selected
+    assert "Selected model of each run (best.pt, the epoch of the best validation top-1 (2 runs))." in selected
+    assert main(["compare", str(tmp_path), "--model", "selected"]) == 0
+    assert "| 65.00 ± 7.07 |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="model must be one of"):
+        compare_runs([tmp_path], model="best")
+
+
+def test_selected_models_chosen_on_the_test_set_are_flagged(tmp_path):
+    steps = {"per_step": [0.5, 0.5], "num_steps": 2, "ece": 0.1}
+    fake_run(tmp_path, "a", metrics={"selected": {**selected_entry(0.7, "test"), **steps}})
+    fake_run(tmp_path, "b", seed=1, metrics={"selected": {**selected_entry(0.7, "val"), **steps}})
+    note = compare_runs([tmp_path], model="selected").split("\n\n")[1]
+    assert "the best validation top-1 (1 run)" in note and "test numbers optimistic (1 run)" in note
+
+
+def test_runs_without_selected_metrics_name_the_file(tmp_path, capsys):
+    run = fake_run(tmp_path, "old")
+    assert main(["compare", str(run), "--model", "selected"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'metrics.json'} has no 'selected' metrics" in err and "--model final" in err
+    fake_run(tmp_path, "partial", seed=1, metrics={"selected": {"top1": 0.5}})
+    with pytest.raises(RunFolderError, match="'selected' lacks top5"):
+        compare_runs([tmp_path / "partial"], model="selected")
+
+
+def test_selected_model_of_real_runs(digits_runs):
+    root, runs = digits_runs
+    metrics = [read_run(r).metrics for r in runs]
+    table = compare_runs([root], model="selected")
+    cells = [line.split("|") for line in table.split("\n\n")[0].splitlines()[2:]]
+    top1 = {row[4].strip(): row[5].strip(" *") for row in cells}  # without the bold of the best
+    for m, label in zip(metrics, ("Baseline", "TKS"), strict=True):
+        assert m["selected_on"] == "test"  # no validation split: chosen on the test set, as the official code
+        assert top1[label] == f"{100 * m['selected']['top1']:.2f}"
+    assert "the best test top-1, which makes the test numbers optimistic (2 runs)" in table

@@ -67,6 +67,9 @@ def test_values_are_coerced_to_declared_types(tmp_path):
         ("model: {neuron: {tau: 1.0}}", "tau must be > 1"),
         ("optim: {epochs: 3, warmup_epochs: 4}", "warmup_epochs must be in"),
         ("run: {device: tpu}", "run.device must be"),
+        ("data: {val_size: -5}", "data.val_size must be >= 1 or null"),
+        ("data: {train_eval_size: 0}", "data.train_eval_size must be >= 1 or null"),
+        ("run: {select_on: train}", "run.select_on must be one of"),
         ("data: 5", "data must be a mapping"),
         ("- a\n- b", "must hold a mapping"),
         ("loss: {alpha: [0.1", "not valid YAML"),
@@ -108,3 +111,18 @@ def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(AttributeError):
         cfg.loss.alpha = 0.3
+
+
+def test_selection_set_defaults_to_the_validation_split_when_there_is_one():
+    assert Config().select_on == "test"  # no split: the official choice, as before
+    assert load_config(None, ["data.val_size=100"]).select_on == "val"
+    assert load_config(None, ["data.val_size=100", "run.select_on=test"]).select_on == "test"
+    assert load_config(None, ["data.val_size=100", "run.select_on=val"]).select_on == "val"
+
+
+def test_selecting_on_val_without_a_split_is_a_clear_error():
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["run.select_on=val"])
+    message = str(caught.value)
+    assert "run.select_on: val needs a validation split" in message
+    assert "data.val_size" in message and "run.select_on: test" in message

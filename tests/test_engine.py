@@ -9,7 +9,7 @@ from torch import nn
 from tks.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tks.config import LossConfig, OptimConfig
 from tks.data import to_time_major
-from tks.engine import build_optimizer, fit, lr_at, predict
+from tks.engine import FitState, build_optimizer, fit, lr_at, predict
 from tks.losses import Criterion
 from tks.models import create_model
 
@@ -122,3 +122,122 @@ def test_bf16_autocast_trains_and_predicts_in_fp32_logits(tmp_path):
     assert model.classifier[0].weight.dtype == torch.float32  # autocast keeps fp32 master weights
     logits, _ = predict(model, batches, encode=encode, device=torch.device("cpu"), precision="bf16")
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+
+
+def disagreeing_sets():
+    """A learnable rule, and two evaluation sets on the same images: val labelled by the rule, test by its inverse.
+
+    The better the model learns, the higher its val top-1 and the lower its test top-1, so the two sets always
+    disagree about the best epoch.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 8, 8)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    train = list(zip(x.split(16), y.split(16), strict=True))
+    val = [(x, y)]
+    test = [(x, 1 - y)]
+    return train, val, test
+
+
+def fit_disagreeing(tmp_path, select_on, epochs=4, state=None):
+    train, val, test = disagreeing_sets()
+    torch.manual_seed(1)
+    model = create_model("spiking_cnn", num_classes=2, in_channels=1)
+    optim_cfg = OptimConfig(lr=5e-3, epochs=epochs, warmup_epochs=0)
+    metrics = fit(
+        model,
+        train,
+        test,
+        Criterion(LossConfig(name="ce")),
+        build_optimizer(model, optim_cfg),
+        optim_cfg,
+        encode=partial(to_time_major, kind="static", num_steps=2),
+        device=torch.device("cpu"),
+        run_dir=tmp_path,
+        checkpoint_extra={"config": {}},
+        val_batches=val,
+        train_eval_batches=train[:2],
+        select_on=select_on,
+        state=state,
+    )
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    return model, metrics, log
+
+
+def first_best(log, split):
+    """The 1-based epoch of the first maximum of a logged top-1 curve."""
+    return max(range(len(log)), key=lambda i: (log[i][split]["top1"], -i)) + 1
+
+
+def test_best_checkpoint_follows_validation_top1_not_test_top1(tmp_path):
+    _, metrics, log = fit_disagreeing(tmp_path, "val")
+    best_val, best_test = first_best(log, "val"), first_best(log, "test")
+    assert best_val != best_test  # the case this test is about
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == metrics["best_epoch"] == best_val
+    assert metrics["best_top1"] == log[best_val - 1]["val"]["top1"] and metrics["selected_on"] == "val"
+    selected = metrics["selected"]
+    assert selected["epoch"] == best_val and selected["selected_on"] == "val"
+    assert selected["top1"] == log[best_val - 1]["test"]["top1"]  # the selected model's test metrics, reported
+    assert {"top5", "aurc", "e_aurc", "ece", "per_step"} <= set(selected)
+    assert metrics["top1"] == log[-1]["test"]["top1"]  # the top level stays the final model
+    assert metrics["val"]["top1"] == log[-1]["val"]["top1"]
+    assert metrics["train_eval"]["num_samples"] == 32 and set(log[0]["train_eval"]) == {
+        "top1",
+        "top5",
+        "aurc",
+        "per_step",
+    }
+
+
+def test_selecting_on_test_keeps_the_official_behaviour(tmp_path):
+    _, metrics, log = fit_disagreeing(tmp_path, "test")
+    best_test = first_best(log, "test")
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == metrics["best_epoch"] == best_test
+    assert metrics["best_top1"] == metrics["selected"]["top1"] == log[best_test - 1]["test"]["top1"]
+    assert metrics["selected_on"] == metrics["selected"]["selected_on"] == "test"
+
+
+def test_selecting_on_val_needs_validation_batches(tmp_path):
+    model, batches = create_model("spiking_cnn", num_classes=2, in_channels=1), disagreeing_sets()[0]
+    cfg = OptimConfig(epochs=1, warmup_epochs=0)
+    with pytest.raises(ValueError, match="select_on='val' needs val_batches"):
+        fit(
+            model,
+            batches,
+            batches,
+            Criterion(LossConfig(name="ce")),
+            build_optimizer(model, cfg),
+            cfg,
+            encode=partial(to_time_major, kind="static", num_steps=2),
+            device=torch.device("cpu"),
+            run_dir=tmp_path,
+            checkpoint_extra={"config": {}},
+            select_on="val",
+        )
+
+
+def test_resumed_fit_without_recorded_selection_evaluates_best_pt(tmp_path):
+    model, metrics, log = fit_disagreeing(tmp_path, "test", epochs=3)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert metrics["best_epoch"] < 3  # best.pt holds other weights than the final model
+    state = FitState(epoch=3, best_top1=saved["best_top1"], best_epoch=saved["best_epoch"], selected=None)
+    # nothing left to train: the selected metrics must come from best.pt's weights
+    train, val, test = disagreeing_sets()
+    optim_cfg = OptimConfig(lr=5e-3, epochs=3, warmup_epochs=0)
+    final_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    again = fit(
+        model,
+        train,
+        test,
+        Criterion(LossConfig(name="ce")),
+        build_optimizer(model, optim_cfg),
+        optim_cfg,
+        encode=partial(to_time_major, kind="static", num_steps=2),
+        device=torch.device("cpu"),
+        run_dir=tmp_path,
+        checkpoint_extra={"config": {}},
+        state=state,
+    )
+    assert again["selected"]["top1"] == pytest.approx(log[metrics["best_epoch"] - 1]["test"]["top1"])
+    assert again["selected"]["top1"] != again["top1"]
+    assert all(torch.equal(final_weights[k], v) for k, v in model.state_dict().items())  # weights put back

@@ -14,6 +14,8 @@ from tks.snn.layers import TEBN, make_norm
 SIZES = {
     "spiking_cnn": (1, 8),
     "spiking_lenet": (1, 28),
+    "spiking_convnet": (1, 28),
+    "spiking_convnet_wide": (1, 28),
     "vgg_snn": (2, 16),
     "vgg_snn_small": (2, 16),
     "resnet19": (3, 8),
@@ -153,3 +155,26 @@ def test_sew_options_and_stems():
 def test_registry():
     with pytest.raises(UnknownNameError, match="unknown model 'resnet'.*choose one of: resnet19"):
         create_model("resnet", num_classes=10, in_channels=3)
+
+
+@pytest.mark.parametrize("norm", ["bn", "tdbn", "tebn"])
+def test_static_input_runs_the_first_block_once_with_the_same_result(norm):
+    """TimeInvariant: an image broadcast over T gives the outputs and gradients of T materialised copies."""
+    image = torch.rand(3, 1, 28, 28) * 3
+    results, rows = [], []
+    for x in (image.unsqueeze(0).expand(4, 3, 1, 28, 28), image.unsqueeze(0).repeat(4, 1, 1, 1, 1)):
+        torch.manual_seed(0)  # the same weights for both inputs
+        model = create_model("spiking_convnet", num_classes=10, in_channels=1, norm=norm)
+        first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        first_conv.register_forward_hook(lambda m, i, o: rows.append(o.shape[0]))
+        out = model(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (out_once, grads_once), (out_full, grads_full) = results
+    assert rows == [3, 4 * 3]  # the first conv ran on one step of the broadcast input, on all four of the copy
+    assert out_once.abs().sum() > 0
+    torch.testing.assert_close(out_once, out_full, rtol=0, atol=1e-6)
+    assert all(grad.abs().sum() > 0 for grad in grads_full.values())  # every layer takes part
+    for name, grad in grads_once.items():  # the same sums, added in another order
+        scale = grads_full[name].abs().max().item()
+        torch.testing.assert_close(grad, grads_full[name], rtol=0, atol=1e-5 * scale, msg=name)

@@ -57,6 +57,15 @@ def test_report_embeds_every_figure_and_config_and_escapes_text(tmp_path):
     assert "<link" not in page and "url(" not in page
 
 
+def test_runs_table_names_the_selected_model_and_what_chose_it(tmp_path):
+    selected = {"epoch": 3, "selected_on": "val", "top1": 0.875}
+    fake_run(tmp_path, "new", metrics={"top1": 0.9, "selected": selected})
+    fake_run(tmp_path, "old", seed=1, metrics={"top1": 0.9, "best_top1": 0.95, "best_epoch": 2})
+    page, _ = build_report(read_runs([tmp_path]))
+    assert "selected model: test top-1 (%)" in page
+    assert "87.50 (epoch 3, chosen on val)" in page and "95.00 (epoch 2, chosen on test)" in page
+
+
 def test_report_of_one_run_has_no_std(tmp_path):
     fake_run(tmp_path, "ce", metrics={"top1": 0.8125})
     page, _ = build_report(read_runs([tmp_path]))

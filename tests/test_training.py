@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,12 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from tks.checkpoint import load_checkpoint
+import tks
+from tks.checkpoint import load_checkpoint, save_checkpoint
 from tks.cli import main
 from tks.config import LossConfig, OptimConfig
 from tks.data import to_time_major
 from tks.engine import NonFiniteLossError, build_optimizer, fit, train_one_epoch
 from tks.losses import Criterion, LossOutput
+from tks.provenance import git_state
 from tks.snn import PerStep
 
 TKS = [str(Path(sys.executable).with_name("tks"))]
@@ -255,3 +258,43 @@ def test_fp16_needs_cuda(capsys):
         pytest.skip("fp16 is allowed on CUDA")
     assert main(["train", "--set", "run.precision=fp16", "--set", "run.device=cpu"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_path, capsys):
+    settings = ["--set", "data.val_size=300", "--set", "data.train_eval_size=200", "--set", f"run.out_dir={tmp_path}"]
+    assert main(["train", "--set", "optim.epochs=2", "--set", "data.num_steps=2", *settings]) == 0
+    out = capsys.readouterr().out
+    assert "val " in out and "train-eval " in out and "(best.pt, selected on val)" in out
+    run_dir = only_run(tmp_path)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert {"val", "test", "train_eval", "process_cpu_s"} <= set(log[0])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    best = max(range(2), key=lambda i: (log[i]["val"]["top1"], -i)) + 1
+    assert metrics["selected_on"] == "val" and metrics["best_epoch"] == best
+    assert metrics["selected"]["epoch"] == best and metrics["selected"]["top1"] == log[best - 1]["test"]["top1"]
+    assert metrics["val"]["num_samples"] == 300 and metrics["train_eval"]["num_samples"] == 200
+    assert metrics["num_samples"] == 360 and log[0]["train"]["samples"] == (1437 - 300) // 64 * 64
+
+    (session,) = metrics["provenance"]["sessions"]
+    assert session == json.loads((run_dir / "provenance.json").read_text())["sessions"][0]
+    assert session["tks_version"] == tks.__version__ and session["torch_version"] == torch.__version__
+    assert session["torch_threads"] == torch.get_num_threads() and session["device"] == "cpu"
+    assert session["cpu_model"] and session["world_size"] == 1 and session["finished"] is True
+    assert (session["first_epoch"], session["last_epoch"]) == (0, 2) and session["wall_s"] > 0
+    commit, dirty = git_state(Path(tks.__file__))  # this source tree, whatever its state
+    assert (session["git_commit"], session["git_dirty"]) == (commit, dirty)
+    assert socket.gethostname() not in (run_dir / "provenance.json").read_text()
+
+    # one more epoch asked of the stored config, so that --resume has work to do: a second session
+    payload = load_checkpoint(run_dir / "checkpoint.pt")
+    payload["config"]["optim"]["epochs"] = 3
+    save_checkpoint(run_dir / "checkpoint.pt", payload)
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    first, second = metrics["provenance"]["sessions"]
+    assert (first["first_epoch"], first["last_epoch"]) == (0, 2)
+    assert (second["first_epoch"], second["last_epoch"], second["finished"]) == (2, 3, True)
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    best = max(range(3), key=lambda i: (log[i]["val"]["top1"], -i)) + 1
+    assert metrics["best_epoch"] == best and metrics["selected"]["top1"] == log[best - 1]["test"]["top1"]
+    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best

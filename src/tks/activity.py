@@ -7,7 +7,9 @@ Counted with forward hooks over an evaluation set, per sample:
 * for every convolution and linear layer, its dense multiply-accumulates per step (what the same layer costs in an
   ANN) and the mean value of its input. A layer fed by spikes only accumulates: its synaptic operations are
   ACs = dense MACs x mean input x T (spikes times fan-out; integer SEW sums and average-pooled spikes count by
-  value). The first layer of a directly encoded image sees real values: MACs = dense MACs x T.
+  value). The first layer of a directly encoded image sees real values: MACs = dense MACs x T. A layer that
+  ``TimeInvariant`` runs once for the T identical steps of a static image is counted as if it ran at every step,
+  the convention of these estimates, so every network is counted alike.
 * energy at 45 nm (Horowitz 2014, as SNN papers use): E = 4.6 pJ x MACs + 0.9 pJ x ACs, against the ANN of the
   same layers run once: E_ANN = 4.6 pJ x sum of dense MACs. Memory traffic is not counted.
 """
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tks.snn import LIF
+from tks.snn import LIF, TimeInvariant
 
 E_MAC_PJ = 4.6
 """Energy of a 32-bit floating-point multiply-accumulate at 45 nm, in pJ."""
@@ -71,12 +73,16 @@ def measure_activity(
     model.eval()
     spikes: dict[str, dict[str, Any]] = {}
     ops: dict[str, dict[str, Any]] = {}
+    repeat = {"steps": 1}  # > 1 while a TimeInvariant layer runs one step for T identical ones
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, LIF):
             handles.append(module.register_forward_hook(_spike_hook(name, spikes)))
         elif isinstance(module, nn.Conv2d | nn.Linear):
-            handles.append(module.register_forward_hook(_op_hook(name, ops)))
+            handles.append(module.register_forward_hook(_op_hook(name, ops, repeat)))
+        elif isinstance(module, TimeInvariant):
+            handles.append(module.register_forward_pre_hook(_repeat_start(repeat)))
+            handles.append(module.register_forward_hook(_repeat_end(repeat)))
     samples, steps = 0, 0
     try:
         for i, (x, _) in enumerate(batches):
@@ -104,11 +110,26 @@ def _spike_hook(name: str, store: dict[str, dict[str, Any]]) -> Callable[..., No
     return hook
 
 
-def _op_hook(name: str, store: dict[str, dict[str, Any]]) -> Callable[..., None]:
+def _repeat_start(repeat: dict[str, int]) -> Callable[..., None]:
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        x = inputs[0]
+        repeat["steps"] = x.shape[0] if x.shape[0] > 1 and x.stride(0) == 0 else 1
+
+    return hook
+
+
+def _repeat_end(repeat: dict[str, int]) -> Callable[..., None]:
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        repeat["steps"] = 1
+
+    return hook
+
+
+def _op_hook(name: str, store: dict[str, dict[str, Any]], repeat: dict[str, int]) -> Callable[..., None]:
     def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         x = inputs[0].detach()
         entry = store.setdefault(name, {"type": type(module).__name__, "dense": 0, "input_sum": 0.0, "input_n": 0})
-        entry["dense"] += dense_macs(module, output)
+        entry["dense"] += dense_macs(module, output) * repeat["steps"]
         entry["input_sum"] += x.abs().double().sum().item()
         entry["input_n"] += x.numel()
 

@@ -30,9 +30,27 @@ def format_results(results: dict[int, dict[str, Any]]) -> str:
 def _epoch_line(record: dict[str, Any]) -> str:
     train = record["train"]
     parts = " ".join(f"{k} {v:.3f}" for k, v in train.items() if k not in ("loss", "acc", "samples", "samples_per_s"))
+    # train: under augmentation, train mode; train-eval: training images as the test set is seen
+    sets = [
+        (name, record[key]["top1"])
+        for name, key in (("val", "val"), ("test", "test"), ("train-eval", "train_eval"))
+        if key in record
+    ]
+    accuracies = "  ".join(f"{name} {100 * top1:5.1f}%" for name, top1 in sets)
     return (
         f"epoch {record['epoch']:>3}  loss {train['loss']:.3f} ({parts})  train {100 * train['acc']:5.1f}%  "
-        f"test {100 * record['test']['top1']:5.1f}%  lr {record['lr']:.2e}  {train['samples_per_s']:.0f} samples/s"
+        f"{accuracies}  lr {record['lr']:.2e}  {train['samples_per_s']:.0f} samples/s"
+    )
+
+
+def format_selection(metrics: dict[str, Any]) -> str:
+    """The summary lines of a training run: which epoch was selected, on which set, and that model's test top-1."""
+    selected = metrics["selected"]
+    on = metrics["selected_on"]
+    return (
+        f"best {on} top-1 {100 * metrics['best_top1']:.2f}% at epoch {metrics['best_epoch']} (best.pt, selected on "
+        f"{on}); its test top-1 {100 * selected['top1']:.2f}%\n"
+        f"final model (checkpoint.pt, the table above): test top-1 {100 * metrics['top1']:.2f}%"
     )
 
 
@@ -55,7 +73,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     m = result.metrics
     print()
     print(format_results({m["num_steps"]: m}))
-    print(f"best test top-1 {100 * m['best_top1']:.2f}% at epoch {m['best_epoch']}")
+    print(format_selection(m))
     print(f"\ntrained in {m['train_seconds']:.1f} s; run folder: {result.run_dir}")
     return 0
 
@@ -144,10 +162,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``tks compare RUN_DIR... [--out DIR]``: the paper's Table 4 over the runs, mean ± std over seeds."""
+    """``tks compare RUN_DIR... [--out DIR] [--model final|selected]``: Table 4 over the runs, mean ± std."""
     from tks.compare import compare_runs
 
-    print(compare_runs(args.run_dirs, args.out, paired=args.paired), end="")
+    print(compare_runs(args.run_dirs, args.out, model=args.model, paired=args.paired), end="")
     if args.out:
         print(f"\nwrote {args.out}/compare.md and {args.out}/compare.csv")
     return 0
@@ -254,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
     p.add_argument(
         "--paired", default=None, metavar="METHOD", help="paired differences over seeds against METHOD, e.g. TKS"
+    )
+    p.add_argument(
+        "--model",
+        choices=("final", "selected"),
+        default="final",
+        help="report each run's final model (default) or its selected one (best.pt; metrics.json 'selected')",
     )
     p.set_defaults(func=cmd_compare)
 

@@ -16,7 +16,7 @@ import json
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,8 @@ TABLE_NOTE = (
     "Test set at the trained T. Mean ± sample standard deviation (n - 1) over the runs of a row; a row of one run "
     "shows no ±. Best of each block in bold (higher top-1/top-5, lower AURC/E-AURC/ECE)."
 )
+MODELS = ("final", "selected")
+"""Which model of a run ``tks compare`` reports: the last epoch's, or the one chosen as ``best.pt``."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,28 @@ def read_run(path: str | Path) -> Run:
     lines = _read(log_path, "tks train writes a line per epoch").splitlines()
     log = tuple(_parse_json(log_path, line, line=i) for i, line in enumerate(lines, 1) if line.strip())
     return Run(path, config, metrics, log)
+
+
+def selected_model(run: Run) -> Run:
+    """The run as its selected model (``best.pt``) measured it.
+
+    ``metrics`` become ``metrics.json``'s ``selected`` entry, without ``eval`` (``tks eval`` measures the final
+    model, ``checkpoint.pt``).
+
+    Raises:
+        RunFolderError: for a run without the entry (written before tks recorded it).
+    """
+    selected = run.metrics.get("selected")
+    where = run.path / "metrics.json"
+    if not isinstance(selected, dict):
+        raise RunFolderError(
+            f"{where} has no 'selected' metrics (written before tks recorded the selected model); "
+            "compare its final model (--model final)"
+        )
+    missing = [key for key in (*REQUIRED_METRICS, "selected_on") if key not in selected]
+    if missing:
+        raise RunFolderError(f"{where}: 'selected' lacks {', '.join(missing)}")
+    return replace(run, metrics=dict(selected))
 
 
 def read_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -392,7 +416,24 @@ def format_stat(stat: Stat) -> str:
 TABLE_HEADER = ("Dataset", "Model", "T", "Method", *(m.header for m in METRICS), "seeds")
 
 
-def to_markdown(rows: Sequence[Row]) -> str:
+def table_note(runs: Sequence[Run], model: str = "final") -> str:
+    """``TABLE_NOTE`` and which model of each run the table reports.
+
+    For selected models (runs read through ``selected_model``) the note names the set that chose them.
+    """
+    if model == "final":
+        return f"{TABLE_NOTE} Final model of each run (last epoch, checkpoint.pt)."
+    sets = sorted({run.metrics["selected_on"] for run in runs})
+    chooser = {
+        "val": "the best validation top-1",
+        "test": "the best test top-1, which makes the test numbers optimistic",
+    }
+    counts = {s: sum(r.metrics["selected_on"] == s for r in runs) for s in sets}
+    chosen = "; ".join(f"{chooser[s]} ({n} run{'' if n == 1 else 's'})" for s, n in counts.items())
+    return f"{TABLE_NOTE} Selected model of each run (best.pt, the epoch of {chosen})."
+
+
+def to_markdown(rows: Sequence[Row], note: str = TABLE_NOTE) -> str:
     """The comparison as a Markdown table in the layout of the paper's Table 4, followed by a note on the numbers.
 
     Dataset, model and T are written on the first row of each block only, as the paper merges those cells.
@@ -405,7 +446,7 @@ def to_markdown(rows: Sequence[Row]) -> str:
         previous = g.block
         cells = [_md_bold(format_stat(row.stats[m.key]), m.key in row.best) for m in METRICS]
         lines.append("| " + " | ".join([*head, _md_escape(g.method), *cells, str(len(g.runs))]) + " |")
-    return "\n".join(lines) + f"\n\n{TABLE_NOTE}\n"
+    return "\n".join(lines) + f"\n\n{note}\n"
 
 
 def _md_bold(text: str, bold: bool) -> str:
@@ -537,18 +578,37 @@ def _format_paired(d: PairedStat) -> str:
     return f"{d.mean:+.2f} [{d.low:+.2f}, {d.high:+.2f}]{star}"
 
 
-def compare_runs(paths: Iterable[str | Path], out_dir: str | Path | None = None, *, paired: str | None = None) -> str:
+def compare_runs(
+    paths: Iterable[str | Path],
+    out_dir: str | Path | None = None,
+    model: str = "final",
+    *,
+    paired: str | None = None,
+) -> str:
     """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
 
     The table is followed by the accuracy at each test T and of each single step (``steps_markdown``), and with
     ``paired`` (a method label such as ``TKS``) by the paired differences against it (``paired_markdown``). With
     ``out_dir`` the Markdown is also written there as ``compare.md``, and the main table as ``compare.csv``.
+
+    Args:
+        paths: run folders, or folders holding them.
+        out_dir: where to write ``compare.md`` and ``compare.csv`` (None: nowhere).
+        model: ``final`` (the last epoch's model, the top level of ``metrics.json``) or ``selected`` (``best.pt``,
+            the ``selected`` entry; the test-T table then shows the trained T only). The note under the table
+            says which.
+        paired: a method label (e.g. ``TKS``): add its paired differences to every other method over seeds.
     """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
     if out_dir is not None:
         check_writable_folder(out_dir, "--out")
-    groups = group_runs(read_runs(paths))
+    runs = read_runs(paths)
+    if model == "selected":
+        runs = [selected_model(run) for run in runs]
+    groups = group_runs(runs)
     rows = table_rows(groups)
-    markdown = to_markdown(rows) + "\n" + steps_markdown(groups)
+    markdown = to_markdown(rows, table_note(runs, model)) + "\n" + steps_markdown(groups)
     if paired is not None:
         if not any(g.method == paired for g in groups):
             raise RunFolderError(

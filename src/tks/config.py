@@ -69,6 +69,15 @@ class DataConfig:
     """Use only this many training samples (a fixed random subset, the same for every seed); None: all."""
     test_limit: int | None = None
     """Use only this many test samples (a fixed random subset); None: all."""
+    val_size: int | None = None
+    """Hold out this many training images as a validation split, evaluated after every epoch with the test
+    transform and used to choose ``best.pt`` (``run.select_on``); None: no split. The split is stratified by class
+    and fixed (its own generator: the same images for every seed and method); it is taken before ``train_limit``,
+    which then draws from the remaining images."""
+    train_eval_size: int | None = None
+    """Also evaluate, after every epoch, this many of the training images (a fixed stratified subset of the images
+    trained on, never validation images) with the test transform and eval-mode BN: the clean training accuracy;
+    None: off."""
 
     def __post_init__(self) -> None:
         _require(self.num_steps >= 1, f"data.num_steps (T) must be >= 1, got {self.num_steps}")
@@ -79,7 +88,7 @@ class DataConfig:
         _require(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
         _require(self.eval_batch_size >= 1, f"data.eval_batch_size must be >= 1, got {self.eval_batch_size}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
-        for key in ("train_limit", "test_limit"):
+        for key in ("train_limit", "test_limit", "val_size", "train_eval_size"):
             value = getattr(self, key)
             _require(value is None or value >= 1, f"data.{key} must be >= 1 or null, got {value}")
 
@@ -258,6 +267,10 @@ class RunConfig:
     """Use only deterministic algorithms, so that a run (and a resumed run) repeats bit for bit."""
     tensorboard: bool = False
     """Also write TensorBoard scalars to ``<run folder>/tensorboard``."""
+    select_on: Literal["val", "test"] | None = None
+    """The set whose top-1 chooses the best epoch (``best.pt`` and the ``selected`` metrics): ``val`` (needs
+    ``data.val_size``) or ``test`` (the official code's choice, optimistic); None: ``val`` when ``data.val_size`` is
+    set, else ``test``."""
 
     def __post_init__(self) -> None:
         _require(
@@ -285,6 +298,20 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.run.select_on != "val" or self.data.val_size is not None,
+            "run.select_on: val needs a validation split: set data.val_size (e.g. 5000 images held out of the "
+            "training set), or choose on the test set with run.select_on: test",
+        )
+
+    @property
+    def select_on(self) -> Literal["val", "test"]:
+        """The set that chooses the best epoch: ``run.select_on``, or by default ``val`` when there is one."""
+        if self.run.select_on is not None:
+            return self.run.select_on
+        return "val" if self.data.val_size is not None else "test"
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

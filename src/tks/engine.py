@@ -2,9 +2,10 @@
 
 It knows no model family and no dataset; ``encode`` turns a loader batch into the time-major input ``[T, B, ...]``.
 Files written into the run folder (by the main process only): ``log.jsonl`` (one line per epoch), ``checkpoint.pt``
-(after every epoch, atomically) and ``best.pt`` (the epoch with the best test top-1, as the official code keeps).
-A checkpoint holds everything needed to continue exactly: weights, optimizer, gradient scaler, completed epochs,
-best score and the random-number-generator states.
+(after every epoch, atomically) and ``best.pt`` (the epoch with the best top-1 on the selecting set: a validation
+split, or the test set as the official code does). A checkpoint holds everything needed to continue exactly:
+weights, optimizer, gradient scaler, completed epochs, best score, the selected epoch's test metrics and the
+random-number-generator states.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tks.checkpoint import copy_checkpoint, save_checkpoint
+from tks.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from tks.config import OptimConfig
 from tks.distributed import Dist, all_gather_objects, all_reduce_sum
 from tks.errors import TKSError
@@ -47,9 +48,12 @@ class FitState:
     epoch: int = 0
     """Completed epochs."""
     best_top1: float = -1.0
-    """Best test top-1 so far."""
+    """Best top-1 so far on the set that selects (``fit``'s ``select_on``)."""
     best_epoch: int = 0
     """The (1-based) epoch that reached it."""
+    selected: dict[str, Any] | None = None
+    """``classification_metrics`` of that epoch's model on the test set (None before the first epoch, or when
+    resumed from a checkpoint that did not record them)."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -229,6 +233,10 @@ def predict(
     return torch.cat(logits, dim=1), torch.cat(targets)
 
 
+SUMMARY_KEYS = ("top1", "top5", "aurc", "per_step")
+"""The metrics of an evaluation that ``log.jsonl`` records every epoch."""
+
+
 def fit(
     model: nn.Module,
     train_batches: Batches,
@@ -241,6 +249,9 @@ def fit(
     device: torch.device,
     run_dir: Path,
     checkpoint_extra: dict[str, Any],
+    val_batches: Batches | None = None,
+    train_eval_batches: Batches | None = None,
+    select_on: Literal["val", "test"] = "test",
     precision: str = "fp32",
     scaler: torch.amp.GradScaler | None = None,
     accumulate: int = 1,
@@ -250,20 +261,39 @@ def fit(
     tensorboard: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train from ``state.epoch`` to ``optim_cfg.epochs``, evaluating on the test set after each epoch.
+    """Train from ``state.epoch`` to ``optim_cfg.epochs``, evaluating after each epoch.
 
-    Every epoch the main process appends a record to ``run_dir/log.jsonl``, rewrites ``run_dir/checkpoint.pt``
-    (plus ``checkpoint_extra``, e.g. the config) and copies it to ``best.pt`` when the test top-1 improved.
-    Samplers with ``set_epoch`` (DistributedSampler) get the epoch, so the data order depends only on the epoch.
+    After every epoch the model is evaluated on the validation batches (when given), the test batches and the
+    train-eval batches (when given: training images without augmentation). The main process appends a record to
+    ``run_dir/log.jsonl``, rewrites ``run_dir/checkpoint.pt`` (plus ``checkpoint_extra``, e.g. the config) and
+    copies it to ``best.pt`` when the top-1 on the ``select_on`` set (``val``, which needs ``val_batches``, or
+    ``test``) improved; the test set then only reports, unless it is the one that selects. Samplers with
+    ``set_epoch`` (DistributedSampler) get the epoch, so the data order depends only on the epoch.
 
     Returns:
-        ``classification_metrics`` of the final model on the test set, plus ``best_top1``, ``best_epoch`` and
+        ``classification_metrics`` of the final model on the test set, plus ``best_top1`` (on the ``select_on``
+        set), ``best_epoch``, ``selected_on``, ``selected`` (the best epoch's test metrics, with ``epoch`` and
+        ``selected_on``), ``val`` and ``train_eval`` (the final model's metrics there, when evaluated) and
         ``train_seconds``.
     """
+    if select_on not in ("val", "test"):
+        raise ValueError(f"select_on must be 'val' or 'test', got {select_on!r}")
+    if select_on == "val" and val_batches is None:
+        raise ValueError("select_on='val' needs val_batches")
     state = state or FitState()
     epochs = optim_cfg.epochs
     start = time.perf_counter()
+    cpu_start = time.process_time()  # CPU time of this process: the cost of a run on a shared machine
     final: dict[str, Any] = {}
+    val: dict[str, Any] | None = None
+    train_eval: dict[str, Any] | None = None
+
+    def measure(batches: Batches | None) -> dict[str, Any] | None:
+        if batches is None:
+            return None
+        logits, targets = predict(model, batches, encode=encode, device=device, precision=precision, dist=dist)
+        return classification_metrics(logits, targets)
+
     writer = _tensorboard_writer(run_dir) if tensorboard and dist.is_main else None
     sampler = getattr(train_batches, "sampler", None)
     for epoch in range(state.epoch, epochs):
@@ -287,19 +317,24 @@ def fit(
             dist=dist,
             progress=progress,
         )
-        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision, dist=dist)
-        final = classification_metrics(logits, targets)
-        improved = final["top1"] > state.best_top1
+        val = measure(val_batches)
+        final = measure(test_batches)
+        train_eval = measure(train_eval_batches)
+        score = (val if select_on == "val" else final)["top1"]
+        improved = score > state.best_top1
         if improved:
-            state.best_top1, state.best_epoch = final["top1"], epoch + 1
+            state.best_top1, state.best_epoch, state.selected = score, epoch + 1, final
         state.epoch = epoch + 1
         record = {
             "epoch": epoch + 1,
             "lr": lr,
             "tks_weight": criterion.tks_weight(epoch, epochs),
             "train": train,
-            "test": {k: final[k] for k in ("top1", "top5", "aurc", "per_step")},
+            **({"val": _summary(val)} if val is not None else {}),
+            "test": _summary(final),
+            **({"train_eval": _summary(train_eval)} if train_eval is not None else {}),
             "elapsed_s": time.perf_counter() - start,
+            "process_cpu_s": time.process_time() - cpu_start,
         }
         if dist.is_main:
             append_jsonl(run_dir / "log.jsonl", record)
@@ -310,6 +345,7 @@ def fit(
                 "epoch": state.epoch,
                 "best_top1": state.best_top1,
                 "best_epoch": state.best_epoch,
+                "selected": state.selected,
                 "rng": rng_state(),
                 **checkpoint_extra,
             }
@@ -323,14 +359,44 @@ def fit(
     if writer is not None:
         writer.close()
     if not final:  # resumed after the last epoch: nothing to train, report the model as it is
-        logits, targets = predict(model, test_batches, encode=encode, device=device, precision=precision, dist=dist)
-        final = classification_metrics(logits, targets)
-    return {
+        val, final, train_eval = measure(val_batches), measure(test_batches), measure(train_eval_batches)
+    if state.best_epoch == state.epoch and state.selected is None:
+        state.selected = final
+    if state.selected is None:  # resumed from a checkpoint written before the selected metrics were recorded
+        state.selected = _evaluate_saved(model, run_dir / "best.pt", measure, test_batches)
+    metrics = {
         **final,
         "best_top1": state.best_top1,
         "best_epoch": state.best_epoch,
-        "train_seconds": time.perf_counter() - start,
+        "selected_on": select_on,
+        "selected": {"epoch": state.best_epoch, "selected_on": select_on, **state.selected},
     }
+    if val is not None:
+        metrics["val"] = val
+    if train_eval is not None:
+        metrics["train_eval"] = train_eval
+    metrics["train_seconds"] = time.perf_counter() - start
+    return metrics
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in SUMMARY_KEYS}
+
+
+def _evaluate_saved(
+    model: nn.Module,
+    path: Path,
+    measure: Callable[[Batches | None], dict[str, Any] | None],
+    batches: Batches,
+) -> dict[str, Any]:
+    """The test metrics of the weights saved in ``path``; the model's own weights are put back afterwards."""
+    inner = unwrap(model)
+    current = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+    inner.load_state_dict(load_checkpoint(path)["model"])
+    try:
+        return measure(batches)
+    finally:
+        inner.load_state_dict(current)
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:
@@ -347,5 +413,7 @@ def _write_scalars(writer: Any, record: dict[str, Any]) -> None:
     writer.add_scalar("tks_weight", record["tks_weight"], epoch)
     for key, value in record["train"].items():
         writer.add_scalar(f"train/{key}", value, epoch)
-    for key in ("top1", "top5", "aurc"):
-        writer.add_scalar(f"test/{key}", record["test"][key], epoch)
+    for split in ("val", "test", "train_eval"):
+        for key in ("top1", "top5", "aurc"):
+            if split in record:
+                writer.add_scalar(f"{split}/{key}", record[split][key], epoch)

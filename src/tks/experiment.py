@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset, TensorDataset
 
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
@@ -31,6 +31,7 @@ from tks.data import (
     dataset_info,
     to_time_major,
 )
+from tks.data.splits import TRAIN_EVAL_SEED, VAL_SEED, holdout, stratified_subset
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import FitState, build_optimizer, fit, predict, set_rng_state, unwrap
 from tks.locks import FileLock, lock_run_dir
@@ -39,6 +40,7 @@ from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_e
 from tks.models import create_model
 from tks.paths import check_writable_folder
 from tks.preflight import activation_bytes, check_input_size, check_memory
+from tks.provenance import SessionLog, session_record
 from tks.snn import make_neuron
 from tks.utils import make_run_dir, resolve_device, seed_everything, write_json
 
@@ -90,29 +92,103 @@ def data_options(cfg: DataConfig, num_steps: int | None = None, progress: bool =
     )
 
 
-class _Limited(Subset):
-    """A fixed random subset of a dataset (the same for every run seed), keeping ``targets`` for samplers."""
+class _Subset(Subset):
+    """Some samples of a dataset, in the given order, keeping ``targets`` for samplers and further splits."""
 
-    def __init__(self, dataset: Dataset, limit: int) -> None:
-        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))
-        super().__init__(dataset, order[: min(limit, len(dataset))].tolist())
-        targets = getattr(dataset, "targets", None)
-        if targets is not None:
-            self.targets = [targets[i] for i in self.indices]
+    def __init__(self, dataset: Dataset, indices: Sequence[int], targets: np.ndarray) -> None:
+        super().__init__(dataset, [int(i) for i in indices])
+        self.targets = np.asarray(targets)[self.indices]
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """The labels ``[N]`` of a dataset built by ``tks.data.build_dataset``, without loading its samples."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None and isinstance(dataset, TensorDataset):  # digits
+        targets = dataset.tensors[-1]
+    if targets is None:
+        raise ConfigError(f"the labels of {type(dataset).__name__} cannot be read without loading every sample")
+    return np.asarray(targets, dtype=np.int64)
+
+
+def _limit_order(length: int) -> np.ndarray:
+    """The fixed random order that ``train_limit`` / ``test_limit`` take their first samples from (any seed)."""
+    return torch.randperm(length, generator=torch.Generator().manual_seed(0)).numpy()
+
+
+def _limited(dataset: Dataset, limit: int | None) -> Dataset:
+    if limit is None:
+        return dataset
+    return _Subset(dataset, _limit_order(len(dataset))[:limit], dataset_targets(dataset))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a run trains on, and what it measures besides the test set."""
+
+    train: Dataset
+    """The images trained on (training transform)."""
+    val: Dataset | None
+    """The validation split (test transform), when ``data.val_size`` is set."""
+    train_eval: Dataset | None
+    """The clean-training-accuracy subset (test transform), when ``data.train_eval_size`` is set."""
+    info: DatasetInfo
+
+
+def load_training_data(cfg: DataConfig, progress: bool = False) -> TrainingData:
+    """The training split of the configured dataset, cut into the images trained on and the evaluated subsets.
+
+    In this order: ``val_size`` images are held out of the whole training split (``stratified_subset`` with its own
+    fixed seed, so the same images for every run); ``train_limit`` then keeps a fixed random subset of the rest
+    (the same subset as before this option existed when ``val_size`` is None); ``train_eval_size`` images (at most
+    all) are finally drawn, stratified and fixed, from the images trained on. The validation and train-eval images
+    are read with the test transform (no augmentation).
+
+    Raises:
+        ConfigError: when ``val_size`` leaves no training image.
+    """
+    options = data_options(cfg, progress=progress)
+    full, info = build_dataset(cfg.name, "train", cfg.root, options)
+    if cfg.val_size is None and cfg.train_eval_size is None:
+        return TrainingData(_limited(full, cfg.train_limit), None, None, info)
+    targets = dataset_targets(full)
+    clean, _ = build_dataset(cfg.name, "train", cfg.root, replace(options, eval_transform=True, progress=False))
+    trained = np.arange(len(full))
+    val = None
+    if cfg.val_size is not None:
+        if cfg.val_size >= len(full):
+            raise ConfigError(
+                f"data.val_size={cfg.val_size} leaves no training image: {cfg.name} has {len(full)} training images"
+            )
+        trained, held = holdout(targets, cfg.val_size, VAL_SEED)
+        val = _Subset(clean, held, targets)
+    if cfg.train_limit is not None:
+        trained = trained[_limit_order(len(trained))[: cfg.train_limit]]
+    train_eval = None
+    if cfg.train_eval_size is not None:
+        size = min(cfg.train_eval_size, len(trained))
+        train_eval = _Subset(clean, trained[stratified_subset(targets[trained], size, TRAIN_EVAL_SEED)], targets)
+    train = full if len(trained) == len(full) else _Subset(full, trained, targets)
+    return TrainingData(train, val, train_eval, info)
 
 
 def load_split(
     cfg: DataConfig, split: str, root: str | None = None, num_steps: int | None = None, progress: bool = False
 ) -> tuple[Dataset, DatasetInfo]:
-    """One split of the configured dataset, limited to ``train_limit`` / ``test_limit`` samples when set."""
+    """One split of the configured dataset: ``test`` (limited to ``test_limit`` samples when set) or ``train``.
+
+    ``train`` is the images trained on (``load_training_data``: without the validation split, limited to
+    ``train_limit``).
+    """
+    if split == "train":
+        data = load_training_data(replace(cfg, root=root if root is not None else cfg.root), progress=progress)
+        return data.train, data.info
     dataset, info = build_dataset(
         cfg.name,
         split,
         root if root is not None else cfg.root,
         data_options(cfg, num_steps=num_steps, progress=progress),
     )
-    limit = cfg.train_limit if split == "train" else cfg.test_limit
-    return (_Limited(dataset, limit) if limit is not None else dataset), info
+    return _limited(dataset, cfg.test_limit), info
 
 
 class _Shard(Sampler[int]):
@@ -160,8 +236,8 @@ def _loader(
 def train(cfg: Config, *, on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train the configured model in a new run folder.
 
-    Writes ``config.yaml``, ``log.jsonl``, ``checkpoint.pt``, ``best.pt`` and ``metrics.json``. Under ``torchrun``
-    every process trains its share and only rank 0 writes.
+    Writes ``config.yaml``, ``provenance.json``, ``log.jsonl``, ``checkpoint.pt``, ``best.pt`` and ``metrics.json``
+    (docs/run-files.md). Under ``torchrun`` every process trains its share and only rank 0 writes.
 
     Args:
         cfg: the experiment.
@@ -215,7 +291,8 @@ def _run(
             raise ConfigError("run.precision fp16 needs a CUDA device (use bf16 on the CPU)")
         _preflight(cfg, run_dir, device, dist)
         progress = cfg.run.progress and dist.is_main
-        train_set, info = load_split(cfg.data, "train", progress=progress)
+        data = load_training_data(cfg.data, progress=progress)
+        train_set, info = data.train, data.info
         per_process = -(-len(train_set) // dist.world_size)  # DistributedSampler pads every share to the same size
         if cfg.data.batch_size > per_process:
             share = f" per process ({len(train_set)} over {dist.world_size})" if dist.enabled else ""
@@ -247,6 +324,18 @@ def _run(
             if dist.is_main:
                 lock = lock_run_dir(run_dir)
                 (run_dir / "config.yaml").write_text(dump_config(cfg))
+        sessions = SessionLog(run_dir, session_record(device, dist.world_size, state.epoch)) if dist.is_main else None
+
+        def epoch_done(record: dict[str, Any]) -> None:
+            sessions.update(record["epoch"])
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+
+        def eval_loader(dataset: Dataset | None) -> DataLoader | None:
+            if dataset is None:
+                return None
+            return _loader(dataset, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=dist)
+
         metrics = fit(
             model,
             _loader(
@@ -258,7 +347,7 @@ def _run(
                 dist=dist,
                 balanced=info.sampler == "class_balanced",
             ),
-            _loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=dist),
+            eval_loader(test_set),
             Criterion(cfg.loss),
             optimizer,
             optim_cfg,
@@ -271,12 +360,17 @@ def _run(
             dist=dist,
             run_dir=run_dir,
             checkpoint_extra={"config": to_dict(cfg)},
+            val_batches=eval_loader(data.val),
+            train_eval_batches=eval_loader(data.train_eval),
+            select_on=cfg.select_on,
             progress=cfg.run.progress,
             tensorboard=cfg.run.tensorboard,
-            on_epoch_end=on_epoch_end,
+            on_epoch_end=epoch_done if dist.is_main else on_epoch_end,
         )
         metrics.update(world_size=dist.world_size, lr=optim_cfg.lr)
         if dist.is_main:
+            sessions.update(state.epoch, finished=True)
+            metrics["provenance"] = {"sessions": sessions.sessions}
             write_json(run_dir / "metrics.json", metrics)
         return TrainResult(run_dir, metrics, unwrap(model))
     finally:
@@ -313,6 +407,7 @@ def _restore(
     if scaler is not None and payload.get("scaler"):
         scaler.load_state_dict(payload["scaler"])
     state.epoch, state.best_top1, state.best_epoch = payload["epoch"], payload["best_top1"], payload["best_epoch"]
+    state.selected = payload.get("selected")  # absent from checkpoints written before it was recorded
     set_rng_state(payload["rng"])  # last: building the model above drew from the generators
 
 

@@ -75,20 +75,41 @@ def figure_html(figure: NamedFigure) -> str:
 def runs_html(runs: Sequence[Run]) -> str:
     """A table of the runs, then each run's resolved config in a collapsible block."""
     methods = {id(r): g.method for g in group_runs(runs) for r in g.runs}
-    header = ["run folder", "method", "dataset", "model", "T", "seed", "epochs", "top-1 (%)", "best top-1 (%)"]
+    header = [
+        "run folder",
+        "method",
+        "dataset",
+        "model",
+        "T",
+        "seed",
+        "epochs",
+        "top-1 (%)",
+        "selected model: test top-1 (%)",
+    ]
     rows = []
     for run in runs:
         m = run.metrics
         texts = [run.path, methods[id(run)], run.config.data.name, run.config.model.name]
         numbers = [run.num_steps, run.seed, len(run.log), f"{100 * m['top1']:.2f}"]
-        best = f"{100 * m['best_top1']:.2f} (epoch {m['best_epoch']})" if "best_top1" in m else "–"
-        rows.append([*(_cell(str(t), left=True) for t in texts), *(_cell(str(n)) for n in numbers), _cell(best)])
+        rows.append(
+            [*(_cell(str(t), left=True) for t in texts), *(_cell(str(n)) for n in numbers), _cell(_selected(m))]
+        )
     configs = "".join(
         f"<details><summary>{_e(run.path)}: {_e(methods[id(run)])}, seed {run.seed}</summary>"
         f"<pre>{_e(dump_config(run.config))}</pre></details>"
         for run in runs
     )
     return _table(header, rows, left_columns=4) + "<h3>Configs</h3>" + configs
+
+
+def _selected(metrics: dict) -> str:
+    """The selected model's test top-1, its epoch and the set that chose it (runs before ``selected``: best test)."""
+    selected = metrics.get("selected")
+    if selected is not None:
+        return f"{100 * selected['top1']:.2f} (epoch {selected['epoch']}, chosen on {selected['selected_on']})"
+    if "best_top1" in metrics:  # written before the selected model was recorded, when test top-1 chose it
+        return f"{100 * metrics['best_top1']:.2f} (epoch {metrics['best_epoch']}, chosen on test)"
+    return "–"
 
 
 def build_report(runs: Sequence[Run], *, trained_at_each_t: bool = False) -> tuple[str, list[str]]:

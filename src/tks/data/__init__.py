@@ -78,6 +78,9 @@ class DataOptions:
     """Processes that frame recordings when a frame cache is built."""
     progress: bool = True
     """Show a progress bar while a frame cache is built (on a terminal)."""
+    eval_transform: bool = False
+    """Give the training split the test-time transform (no augmentation): the training images as evaluation sees
+    them, for a validation split or a clean training accuracy."""
 
 
 Builder = Callable[[str, str | None, DataOptions], Dataset]
@@ -105,18 +108,23 @@ DIGITS_DVS = EventSet(
 )
 
 
+def _augmented(split: str, options: DataOptions) -> bool:
+    """Whether a split gets the training transform: the training split, unless evaluation's is asked for."""
+    return split == "train" and not options.eval_transform
+
+
 def _small_images(name: str, split: str, root: str | None, options: DataOptions) -> Dataset:
     if name == "fashion-mnist":
         images, targets = static.read_fashion_mnist(split, root)
     else:
         images, targets = static.read_cifar(name, split, root)
     train, test = small_image_transforms(name, images.shape[1], options.augment, options.normalization)
-    return static.ImageArrays(images, targets, train if split == "train" else test)
+    return static.ImageArrays(images, targets, train if _augmented(split, options) else test)
 
 
 def _large_images(name: str, split: str, root: str | None, options: DataOptions) -> Dataset:
     train, test = large_image_transforms(options.augment, color_jitter=name == "imagenet")
-    transform = train if split == "train" else test
+    transform = train if _augmented(split, options) else test
     if name == "stanford-cars":
         return static.stanford_cars(split, root, transform)
     files = {"imagenet": static.imagenet_files, "cub200": static.cub_files, "stanford-dogs": static.dogs_files}[name]
@@ -129,7 +137,7 @@ def _events(spec: EventSet, split: str, root: str | None, options: DataOptions) 
     frame_options = FrameOptions(
         num_steps=options.num_steps,
         frame_size=options.frame_size or DATASETS[spec.name].info.input_size[0],
-        augment=split == "train"
+        augment=_augmented(split, options)
         and (options.augment == "crop_flip_rotate" or (options.augment == "official" and spec.official_augment)),
         split_scheme=options.split_scheme,
         frames_cache=options.frames_cache,

@@ -276,8 +276,12 @@ def stanford_cars(split: str, root: str | Path | None, transform: ImageTransform
     if not all(p.exists() for p in needed):
         raise missing("stanford-cars", base, CARS_LAYOUT)
     try:
-        return StanfordCars(parent, split=split, transform=transform)
+        dataset = StanfordCars(parent, split=split, transform=transform)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(
             f"stanford-cars: {cars} holds unreadable annotations ({type(exc).__name__}: {exc})"
         ) from None
+    # the labels as every other dataset here has them (samplers, the validation split); torchvision keeps them
+    # only inside its (file, label) pairs
+    dataset.targets = np.asarray([label for _, label in dataset._samples], dtype=np.int64)
+    return dataset

@@ -27,6 +27,7 @@ from tks.errors import OptionError, UnknownNameError
 from tks.models.resnet19 import ResNet19
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck, SEWResNet, SEWResNet19
 from tks.models.spiking_cnn import SpikingCNN
+from tks.models.static_convnet import StaticConvNet
 from tks.models.vgg_snn import SMALL_STAGES, VGGSNN
 from tks.snn import NeuronFactory, make_neuron
 from tks.snn.layers import NormName, make_norm
@@ -46,6 +47,8 @@ _SEW_OPTIONS = frozenset({"connect", "stem"})
 MODELS: dict[str, ModelSpec] = {
     "spiking_cnn": ModelSpec(SpikingCNN),
     "spiking_lenet": ModelSpec(partial(SpikingCNN, channels=(16, 32, 64), pool_first=True)),
+    "spiking_convnet": ModelSpec(StaticConvNet),
+    "spiking_convnet_wide": ModelSpec(partial(StaticConvNet, channels=(24, 48, 96))),
     "vgg_snn": ModelSpec(VGGSNN),
     "vgg_snn_small": ModelSpec(partial(VGGSNN, stages=SMALL_STAGES, pooled=4)),
     "resnet19": ModelSpec(ResNet19, default_norm="tdbn"),

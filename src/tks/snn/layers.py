@@ -30,6 +30,26 @@ class PerStep(nn.Sequential):
         return y.unflatten(0, (steps, batch))
 
 
+class TimeInvariant(PerStep):
+    """``PerStep`` that runs once when every time step holds the same tensor.
+
+    Direct encoding repeats a static image at every step as a broadcast view (stride 0 on the time axis,
+    ``tks.data.to_time_major``). Stateless layers then give the same output at every step, so they run on one step
+    and the result is broadcast over T: the first layers of a static-image network cost T times less, with the
+    same outputs and gradients (autograd sums the broadcast's gradient over the steps). BatchNorm sees B samples
+    instead of T identical copies of them: the same batch mean and variance, and only the running variance's
+    n / (n - 1) correction differs (n = B*H*W rather than T*B*H*W). Any other input runs exactly as ``PerStep``.
+    """
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """Run the wrapped modules on ``x_seq`` ``[T, B, ...]``; returns ``[T, B, ...]``."""
+        steps = x_seq.shape[0]
+        if steps > 1 and x_seq.stride(0) == 0:  # one tensor seen T times
+            y = nn.Sequential.forward(self, x_seq[0])
+            return y.unsqueeze(0).expand(steps, *y.shape)
+        return super().forward(x_seq)
+
+
 class TEBN(nn.Module):
     """Temporal Effective Batch Normalization (Duan et al. 2022), usable at any T up to the T it was built for.
 
