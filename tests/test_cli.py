@@ -43,11 +43,15 @@ def test_eval_prints_a_row_per_step_count(trained_run, capsys):
     assert [r[0] for r in rows] == ["1", "2", "4"]
     assert [len(r) for r in rows] == [5, 6, 8]  # T, top-1, top-5, AURC, then T step accuracies
     saved = json.loads((trained_run / "metrics.json").read_text())
-    assert set(saved["eval"]["steps"]) == {"1", "2", "4"} and saved["num_steps"] == 2  # training metrics kept
-    assert saved["eval"]["steps"]["2"]["per_step"] == pytest.approx(saved["per_step"])  # same model, same T
+    assert (
+        set(saved["eval"]["checkpoint.pt"]["steps"]) == {"1", "2", "4"} and saved["num_steps"] == 2
+    )  # training metrics kept
+    assert saved["eval"]["checkpoint.pt"]["steps"]["2"]["per_step"] == pytest.approx(
+        saved["per_step"]
+    )  # same model, same T
     assert main(["eval", str(trained_run / "checkpoint.pt"), "--steps", "3", "--features"]) == 0
     saved = json.loads((trained_run / "metrics.json").read_text())
-    assert list(saved["eval"]["steps"]) == ["1", "2", "3", "4"]  # merged, in order
+    assert list(saved["eval"]["checkpoint.pt"]["steps"]) == ["1", "2", "3", "4"]  # merged, in order
     arrays = np.load(trained_run / "features.npz")
     assert arrays["features"].shape == (360, 512) and arrays["labels"].shape == (360,)
     assert (arrays["predictions"] == arrays["labels"]).mean() == pytest.approx(saved["top1"], abs=1e-6)
@@ -121,7 +125,7 @@ def test_eval_activity_and_early_exit(trained_run, capsys):
     )
     out = capsys.readouterr().out
     assert "anytime inference" in out and "uJ" in out and "features.1" in out
-    saved = json.loads((trained_run / "metrics.json").read_text())["eval"]
+    saved = json.loads((trained_run / "metrics.json").read_text())["eval"]["checkpoint.pt"]
     curve = saved["early_exit"]["curve"]
     assert [p["threshold"] for p in curve] == [0.5, 0.9, 1.0]
     assert curve[-1]["mean_steps"] == 2.0 and curve[-1]["accuracy"] == pytest.approx(saved["steps"]["2"]["top1"])

@@ -159,7 +159,7 @@ def test_parent_folders_expand_to_their_runs(three_runs):
 
 def test_unfinished_runs_in_a_parent_folder_are_left_out_with_a_warning(three_runs):
     (three_runs / "ce1" / "metrics.json").unlink()  # as while the run is still training
-    with pytest.warns(TKSWarning, match=r"left out 1 unfinished run\(s\) \(no metrics.json\): ce1"):
+    with pytest.warns(TKSWarning, match=r"left out 1 unfinished run\(s\) \(no final metrics.json\): ce1"):
         assert expand_run_dirs([three_runs]) == [three_runs / "ce0", three_runs / "tks0"]
     with pytest.raises(RunFolderError, match="metrics.json is missing"):
         read_runs([three_runs / "ce1"])  # named on its own, it is an error
@@ -169,7 +169,7 @@ def test_the_cli_shows_our_warnings_as_one_line(three_runs, capsys):
     (three_runs / "ce1" / "metrics.json").unlink()
     assert main(["compare", str(three_runs)]) == 0
     out, err = capsys.readouterr()
-    assert err == "tks: warning: left out 1 unfinished run(s) (no metrics.json): ce1\n"
+    assert err == "tks: warning: left out 1 unfinished run(s) (no final metrics.json): ce1\n"
     assert "| Baseline |" in out
 
 

@@ -170,7 +170,7 @@ def test_fewer_steps_on_events_truncate_or_rebin(trained):
     rebinned = evaluate_checkpoint(checkpoint, [2, 6], device="cpu", event_steps="rebin").steps
     assert len(rebinned[6]["per_step"]) == 6 and rebinned[2]["top1"] != truncated[2]["top1"]
     assert {p.name.split("-")[4] for p in (out / "frames").iterdir()} == {"T2", "T4", "T6"}
-    saved = json.loads((result.run_dir / "metrics.json").read_text())["eval"]
+    saved = json.loads((result.run_dir / "metrics.json").read_text())["eval"]["checkpoint.pt"]
     assert set(saved["steps"]) == {"2", "4"} and set(saved["steps_rebin"]) == {"2", "6"}  # kept apart
     assert (
         saved["steps"]["2"]["top1"] == truncated[2]["top1"] and saved["steps_rebin"]["2"]["top1"] == rebinned[2]["top1"]

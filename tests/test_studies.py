@@ -34,7 +34,7 @@ def test_study_1_reruns_end_to_end_and_compares(tmp_path):
     assert [r.name.rsplit("-", 2)[0] for r in runs] == sorted(f"fmnist-{m}-s0" for m in METHODS)
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
-        evaluated = metrics["eval"]
+        evaluated = metrics["eval"]["checkpoint.pt"]
         assert sorted(int(t) for t in evaluated["steps"]) == [1, 2, 3, 4], run.name
         assert len(metrics["per_step"]) == 4
         assert 0.4 < metrics["top1"] <= 1.0, (run.name, metrics["top1"])  # far above chance (0.1) after 2,048 images

@@ -27,15 +27,22 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     replace on POSIX and Windows): readers see the old checkpoint or the new one, never a mix.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # e.g. "No space left on device": the previous checkpoint is still whole
+            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if isinstance(exc, RuntimeError) and "write" in str(exc).lower():  # torch.save wraps errors of its writer
+            raise CheckpointError(f"cannot write {path}: {_first_line(exc)}") from None
         raise
 
 
@@ -74,11 +81,16 @@ def _first_line(exc: BaseException) -> str:
 def copy_checkpoint(source: str | Path, target: str | Path) -> None:
     """Copy a checkpoint file atomically (temporary file in the target's folder, then rename)."""
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}") from None
     os.close(fd)
     try:
         shutil.copyfile(source, tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"cannot write {target}: {exc.strerror or exc}") from None
         raise

@@ -66,6 +66,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.config or args.set:
             raise ConfigError("--resume continues a run with its stored config; drop CONFIG and --set")
         result = resume(args.resume, on_epoch_end=show)
+        if result.already_finished:
+            epochs = result.metrics.get("epoch", "all")
+            print(f"run folder {args.resume} already finished ({epochs} epochs): nothing to do")
     else:
         result = train(load_config(args.config, args.set), on_epoch_end=show)
     if result.metrics.get("world_size", 1) > 1 and not _is_main_process():
@@ -86,7 +89,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """``tks eval CHECKPOINT [--steps T ...]``."""
     from tks.experiment import evaluate_checkpoint
 
-    result = evaluate_checkpoint(
+    evaluate_checkpoint(
         args.checkpoint,
         args.steps,
         data_root=args.data_root,
@@ -95,7 +98,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         activity=args.activity,
         early_exit=args.early_exit,
         event_steps=args.event_steps,
+        on_result=_print_evaluation,  # printed before the results are written: a failed write loses nothing
     )
+    return 0
+
+
+def _print_evaluation(result: Any) -> None:
+    """The table of ``tks eval``: a row per T, then the early-exit curve and the activity when measured."""
     print(format_results(result.steps))
     if result.early_exit is not None:
         print("\nanytime inference: stop at the first step whose running-mean confidence reaches the threshold")
@@ -105,7 +114,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if result.activity is not None:
         print()
         print(format_activity(result.activity))
-    return 0
 
 
 def format_activity(activity: dict[str, Any]) -> str:

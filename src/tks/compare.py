@@ -23,6 +23,7 @@ from typing import Any
 from tks.config import Config, ConfigError, LossConfig, StrongWeakConfig, load_config, to_dict
 from tks.errors import TKSError, TKSWarning
 from tks.paths import check_writable_folder
+from tks.runfiles import RunFileError, final_evaluation, is_finished, read_metrics
 
 
 class RunFolderError(TKSError):
@@ -89,7 +90,7 @@ class Run:
     path: Path
     config: Config
     metrics: dict[str, Any]
-    """``metrics.json``: the final model at the trained T, and ``eval.steps`` from ``tks eval``."""
+    """``metrics.json``: the final model at the trained T, and ``eval`` (per checkpoint file) from ``tks eval``."""
     log: tuple[dict[str, Any], ...]
     """``log.jsonl``: one record per epoch."""
 
@@ -108,6 +109,11 @@ class Run:
         """``features.npz``, written by ``tks eval --features`` (may not exist)."""
         return self.path / "features.npz"
 
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        """What ``tks eval`` measured on the final model (``tks.runfiles.final_evaluation``); {} when nothing."""
+        return final_evaluation(self.metrics)
+
     def top1_by_steps(self, key: str = "steps") -> dict[int, float]:
         """Top-1 at each test T that was evaluated, always including the trained T.
 
@@ -115,7 +121,7 @@ class Run:
             key: ``"steps"`` (``tks eval --steps``; event data truncated to the first T frames) or ``"steps_rebin"``
                 (event data re-binned into T frames, ``--event-steps rebin``).
         """
-        steps = {int(t): m["top1"] for t, m in self.metrics.get("eval", {}).get(key, {}).items()}
+        steps = {int(t): m["top1"] for t, m in self.evaluation.get(key, {}).items()}
         # The top level is the final model at the trained T, the same model ``tks eval`` loads from checkpoint.pt.
         steps.setdefault(self.num_steps, self.metrics["top1"])
         return dict(sorted(steps.items()))
@@ -125,7 +131,8 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders named by ``paths``, each once.
 
     A folder holding ``config.yaml`` is a run; any other folder stands for its finished subfolders (one level down,
-    sorted by name). A subfolder without ``metrics.json`` is still training, or was stopped: it is left out, so that
+    sorted by name). A subfolder without the final metrics (no ``metrics.json``, or one holding only ``tks eval``
+    results of an intermediate checkpoint) is still training, or was stopped: it is left out, so that
     a study can be compared while it runs, and named in a warning.
 
     Raises:
@@ -141,10 +148,10 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
         children = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
         if not children:
             raise RunFolderError(f"{path} is not a run folder (no config.yaml) and holds no run folders")
-        unfinished = [p for p in children if not (p / "metrics.json").is_file()]
+        unfinished = [p for p in children if not _finished(p)]
         if unfinished:
             names = ", ".join(p.name for p in unfinished)
-            message = f"left out {len(unfinished)} unfinished run(s) (no metrics.json): {names}"
+            message = f"left out {len(unfinished)} unfinished run(s) (no final metrics.json): {names}"
             warnings.warn(message, TKSWarning, stacklevel=2)
         found.extend(p for p in children if p not in unfinished)
     seen: set[Path] = set()
@@ -154,6 +161,13 @@ def expand_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             seen.add(path.resolve())
             unique.append(path)
     return unique
+
+
+def _finished(run_dir: Path) -> bool:
+    try:
+        return is_finished(read_metrics(run_dir / "metrics.json"))
+    except RunFileError:
+        return True  # finished or not, a broken file is reported by read_run, naming it
 
 
 def read_run(path: str | Path) -> Run:

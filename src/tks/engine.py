@@ -30,7 +30,7 @@ from tks.distributed import Dist, all_gather_objects, all_reduce_sum
 from tks.errors import TKSError
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
-from tks.utils import append_jsonl
+from tks.runfiles import append_jsonl
 
 Encoder = Callable[[Tensor], Tensor]
 Batches = Iterable[tuple[Tensor, Tensor]]
@@ -54,6 +54,8 @@ class FitState:
     selected: dict[str, Any] | None = None
     """``classification_metrics`` of that epoch's model on the test set (None before the first epoch, or when
     resumed from a checkpoint that did not record them)."""
+    train_seconds: float = 0.0
+    """Wall time of the training sessions before this one (a resumed run counts all of them)."""
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -273,8 +275,8 @@ def fit(
     Returns:
         ``classification_metrics`` of the final model on the test set, plus ``best_top1`` (on the ``select_on``
         set), ``best_epoch``, ``selected_on``, ``selected`` (the best epoch's test metrics, with ``epoch`` and
-        ``selected_on``), ``val`` and ``train_eval`` (the final model's metrics there, when evaluated) and
-        ``train_seconds``.
+        ``selected_on``), ``val`` and ``train_eval`` (the final model's metrics there, when evaluated), ``epoch``
+        (completed) and ``train_seconds`` (of every session, ``state.train_seconds`` included).
     """
     if select_on not in ("val", "test"):
         raise ValueError(f"select_on must be 'val' or 'test', got {select_on!r}")
@@ -337,7 +339,6 @@ def fit(
             "process_cpu_s": time.process_time() - cpu_start,
         }
         if dist.is_main:
-            append_jsonl(run_dir / "log.jsonl", record)
             payload = {
                 "model": unwrap(model).state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -346,12 +347,17 @@ def fit(
                 "best_top1": state.best_top1,
                 "best_epoch": state.best_epoch,
                 "selected": state.selected,
+                "train_seconds": state.train_seconds + time.perf_counter() - start,
                 "rng": rng_state(),
+                "log": record,  # this epoch's line of log.jsonl: a resume restores it if the append below is lost
                 **checkpoint_extra,
             }
+            # Checkpoint first, log line after: a crash in between leaves a log one line short, which the
+            # resume mends from the checkpoint, never a log ahead of the checkpoint (an epoch logged twice).
             save_checkpoint(run_dir / "checkpoint.pt", payload)
             if improved:
                 copy_checkpoint(run_dir / "checkpoint.pt", run_dir / "best.pt")
+            append_jsonl(run_dir / "log.jsonl", record)
             if writer is not None:
                 _write_scalars(writer, record)
             if on_epoch_end is not None:
@@ -366,6 +372,7 @@ def fit(
         state.selected = _evaluate_saved(model, run_dir / "best.pt", measure, test_batches)
     metrics = {
         **final,
+        "epoch": state.epoch,
         "best_top1": state.best_top1,
         "best_epoch": state.best_epoch,
         "selected_on": select_on,
@@ -375,7 +382,7 @@ def fit(
         metrics["val"] = val
     if train_eval is not None:
         metrics["train_eval"] = train_eval
-    metrics["train_seconds"] = time.perf_counter() - start
+    metrics["train_seconds"] = state.train_seconds + time.perf_counter() - start
     return metrics
 
 

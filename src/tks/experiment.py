@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -38,11 +37,21 @@ from tks.locks import FileLock, lock_run_dir
 from tks.losses import Criterion
 from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
 from tks.models import create_model
-from tks.paths import check_writable_folder
+from tks.paths import check_writable_file, check_writable_folder
 from tks.preflight import activation_bytes, check_input_size, check_memory
 from tks.provenance import SessionLog, session_record
+from tks.runfiles import (
+    FINAL_CHECKPOINT,
+    RunFileError,
+    is_finished,
+    merge_evaluation,
+    read_metrics,
+    remove_stale_temporaries,
+    repair_log,
+    write_training_metrics,
+)
 from tks.snn import make_neuron
-from tks.utils import make_run_dir, resolve_device, seed_everything, write_json
+from tks.utils import make_run_dir, resolve_device, seed_everything
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,10 @@ class TrainResult:
 
     run_dir: Path
     metrics: dict[str, Any]
-    model: nn.Module
+    model: nn.Module | None
+    """None when ``already_finished``."""
+    already_finished: bool = False
+    """``resume`` of a run that had finished: nothing was trained or written, ``metrics`` are its metrics.json."""
 
 
 def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Module:
@@ -250,7 +262,8 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
     """Continue a run from its ``checkpoint.pt``: weights, optimizer, scaler, epoch, best score, RNG states.
 
     The config is the one stored in the checkpoint. With ``run.deterministic`` on the CPU the result equals the
-    uninterrupted run bit for bit.
+    uninterrupted run bit for bit. A run that has finished is left as it is (``already_finished``); one that stopped
+    has its log mended to the checkpoint's epochs and the temporary files of a cut write removed.
 
     Raises:
         RunFolderInUseError: while another process trains in ``run_dir`` (``tks.locks``).
@@ -261,8 +274,15 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
     # Locked (by rank 0, the one that writes) before the checkpoint is read: a run that is still going would
     # otherwise be resumed from an epoch it is about to pass.
     with lock_run_dir(run_dir) if is_main_from_env() else nullcontext():
-        payload = load_checkpoint(run_dir / "checkpoint.pt")
-        return _run(_stored_config(payload, run_dir / "checkpoint.pt"), run_dir, payload, on_epoch_end)
+        payload = load_checkpoint(run_dir / FINAL_CHECKPOINT)
+        cfg = _stored_config(payload, run_dir / FINAL_CHECKPOINT)
+        metrics = read_metrics(run_dir / "metrics.json")  # a corrupt file stops the resume before any work
+        if payload["epoch"] >= cfg.optim.epochs and is_finished(metrics):
+            return TrainResult(run_dir, metrics, None, already_finished=True)
+        if is_main_from_env():  # the folder is ours: mend what an interrupted session left
+            remove_stale_temporaries(run_dir)
+            repair_log(run_dir, payload["epoch"], payload.get("log"))
+        return _run(cfg, run_dir, payload, on_epoch_end)
 
 
 def _stored_config(payload: dict[str, Any], path: Path) -> Config:
@@ -371,7 +391,7 @@ def _run(
         if dist.is_main:
             sessions.update(state.epoch, finished=True)
             metrics["provenance"] = {"sessions": sessions.sessions}
-            write_json(run_dir / "metrics.json", metrics)
+            write_training_metrics(run_dir, metrics)
         return TrainResult(run_dir, metrics, unwrap(model))
     finally:
         if lock is not None:
@@ -408,6 +428,7 @@ def _restore(
         scaler.load_state_dict(payload["scaler"])
     state.epoch, state.best_top1, state.best_epoch = payload["epoch"], payload["best_top1"], payload["best_epoch"]
     state.selected = payload.get("selected")  # absent from checkpoints written before it was recorded
+    state.train_seconds = payload.get("train_seconds", 0.0)  # likewise
     set_rng_state(payload["rng"])  # last: building the model above drew from the generators
 
 
@@ -419,15 +440,25 @@ def _load_weights(model: nn.Module, payload: dict[str, Any], where: Path | str |
         raise CheckpointError(f"{where}: its weights do not fit model {name!r}: {_first_line(exc)}") from None
 
 
-def load_model(path: str | Path) -> tuple[nn.Module, DatasetInfo, Config]:
-    """The trained model of a checkpoint (on the CPU, in eval mode), its dataset's facts and its config."""
+class LoadedModel(NamedTuple):
+    """A checkpoint's trained model (on the CPU, in eval mode), its dataset's facts, its config and epoch."""
+
+    model: nn.Module
+    info: DatasetInfo
+    config: Config
+    epoch: int | None
+    """Completed epochs of the weights (None for checkpoints that do not say)."""
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The trained model of a checkpoint, with what is needed to run and label it."""
     path = Path(path)
     payload = load_checkpoint(path)
     cfg = _stored_config(payload, path)
     info = dataset_info(cfg.data.name)
     model = build_model(cfg.model, info, cfg.data.num_steps)
     _load_weights(model, payload, path)
-    return model.eval(), info, cfg
+    return LoadedModel(model.eval(), info, cfg, payload.get("epoch"))
 
 
 FEATURES_LIMIT = 2000
@@ -441,6 +472,8 @@ class EvalResult:
     steps: dict[int, dict[str, Any]]
     activity: dict[str, Any] | None = None
     early_exit: list[dict[str, float]] | None = None
+    epoch: int | None = None
+    """Completed epochs of the evaluated weights."""
 
 
 def evaluate_checkpoint(
@@ -453,11 +486,14 @@ def evaluate_checkpoint(
     activity: bool = False,
     early_exit: Sequence[float] | None = None,
     event_steps: str = "truncate",
+    on_result: Callable[[EvalResult], None] | None = None,
 ) -> EvalResult:
     """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
 
     Weights do not depend on T, so the same network runs at any T; static inputs are repeated T times. The results
-    are merged into ``metrics.json`` of the checkpoint's folder under ``"eval"`` (see docs/run-files.md).
+    are merged into ``metrics.json`` of the checkpoint's folder under ``eval[<checkpoint file name>]``, with the
+    checkpoint's epoch (see docs/run-files.md): ``checkpoint.pt`` and ``best.pt`` keep separate tables. The
+    metrics file is checked (valid JSON, writable) before the evaluation starts.
 
     Args:
         path: a ``checkpoint.pt`` (or ``best.pt``) written by ``train``.
@@ -471,6 +507,8 @@ def evaluate_checkpoint(
         event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
             frames (T may not exceed them); ``rebin`` bins the events into T frames (a frame cache per T, built
             when missing). Recorded in the evaluation.
+        on_result: called with the results before anything is written (the CLI prints them), so that a failing
+            write (a full disk) loses nothing that was measured.
 
     Returns:
         The metrics for every T, and the activity and early-exit curve when asked for.
@@ -482,7 +520,13 @@ def evaluate_checkpoint(
         raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {list(early_exit)}")
     if event_steps not in ("truncate", "rebin"):
         raise ConfigError(f"--event-steps must be 'truncate' or 'rebin', got {event_steps!r}")
-    model, info, cfg = load_model(path)
+    model, info, cfg, epoch = load_model(path)
+    metrics_path = path.with_name("metrics.json")
+    read_metrics(metrics_path)  # refuse a corrupt or unwritable file now, not after the evaluation
+    check_writable_file(metrics_path, "the run's metrics file")
+    features_path = path.with_name("features.npz" if path.name == FINAL_CHECKPOINT else f"features-{path.stem}.npz")
+    if features:
+        check_writable_file(features_path, "--features")
     steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
     dev = resolve_device(device)
     model = model.to(dev)
@@ -519,11 +563,11 @@ def evaluate_checkpoint(
             if not _out_of_memory(exc):
                 raise
             if results:  # keep what was measured
-                _merge_metrics(path.with_name("metrics.json"), {steps_key: {str(k): m for k, m in results.items()}})
+                merge_evaluation(path.parent, path.name, epoch, {steps_key: {str(k): m for k, m in results.items()}})
             saved = f"; the results of T={', '.join(map(str, results))} are in metrics.json" if results else ""
             raise ConfigError(f"out of memory evaluating T={t}: {_first_line(exc)}{saved}") from None
         results[t], logits_at[t] = classification_metrics(logits, targets), logits
-    evaluation: dict[str, Any] = {"checkpoint": path.name, steps_key: {str(t): m for t, m in results.items()}}
+    evaluation: dict[str, Any] = {steps_key: {str(t): m for t, m in results.items()}}
     curve = None
     if early_exit is not None:
         longest = max(steps)
@@ -535,13 +579,22 @@ def evaluate_checkpoint(
             model, loader, encode=encoder(cfg.data.num_steps), device=dev, real_valued_input=info.kind == "static"
         )
         evaluation["activity"] = counts
+    collected = None
     if features:
-        feats, labels, predictions = collect_features(
+        collected = collect_features(
             model, loader, encode=encoder(cfg.data.num_steps), device=dev, limit=FEATURES_LIMIT
         )
-        np.savez_compressed(path.with_name("features.npz"), features=feats, labels=labels, predictions=predictions)
-    _merge_metrics(path.with_name("metrics.json"), evaluation)
-    return EvalResult(results, counts, curve)
+    result = EvalResult(results, counts, curve, epoch)
+    if on_result is not None:  # shown before anything is written: a failed write then loses no measurement
+        on_result(result)
+    if collected is not None:
+        feats, labels, predictions = collected
+        try:
+            np.savez_compressed(features_path, features=feats, labels=labels, predictions=predictions)
+        except OSError as exc:
+            raise RunFileError(f"cannot write {features_path}: {exc.strerror or exc}") from None
+    merge_evaluation(path.parent, path.name, epoch, evaluation)
+    return result
 
 
 @torch.inference_mode()
@@ -564,19 +617,6 @@ def collect_features(
         predictions.append(model(x).mean(0).argmax(-1).cpu())
         labels.append(y)
     return tuple(torch.cat(part)[:limit].numpy() for part in (feats, labels, predictions))
-
-
-def _merge_metrics(path: Path, evaluation: dict[str, Any]) -> None:
-    """Add an evaluation to metrics.json under "eval", keeping the training metrics and earlier values of T."""
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    previous = data.get("eval", {})
-    merged = {**previous, **evaluation}
-    for key in ("steps", "steps_rebin"):
-        steps = {**previous.get(key, {}), **evaluation.get(key, {})}
-        if steps:
-            merged[key] = dict(sorted(steps.items(), key=lambda kv: int(kv[0])))
-    data["eval"] = merged
-    write_json(path, data)
 
 
 def _out_of_memory(exc: BaseException) -> bool:

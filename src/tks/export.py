@@ -221,7 +221,7 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, dt: fl
         raise ExportError(f"--dt must be a finite number of seconds > 0, got {dt}")
     target = Path(out) if out is not None else Path(path).with_name("model.nir")
     check_writable_file(target, "--out")
-    model, info, cfg = load_model(path)
+    model, info, cfg, _ = load_model(path)
     graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt)
     graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,7 @@ def fig3_accuracy_vs_steps(groups: Sequence[Group], *, trained_at_each_t: bool =
             stats = accuracy_by_test_steps(g)
             xs.update(stats)
             _errorbar(ax, list(stats), list(stats.values()), color=colors[g.method], label=g.method)
-            if any("steps_rebin" in r.metrics.get("eval", {}) for r in g.runs):  # event data re-binned into T frames
+            if any("steps_rebin" in r.evaluation for r in g.runs):  # event data re-binned into T frames
                 rebin = accuracy_by_test_steps(g, "steps_rebin")
                 label = f"{g.method}, frames re-binned"
                 _errorbar(ax, list(rebin), list(rebin.values()), color=colors[g.method], label=label, dashed=True)

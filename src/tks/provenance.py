@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tks.utils import write_json
+from tks.runfiles import write_json
 
 PROVENANCE_FILE = "provenance.json"
 

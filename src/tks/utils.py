@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -60,17 +57,3 @@ def make_run_dir(out_dir: str | Path, name: str) -> Path:
             return run_dir
         except FileExistsError:
             run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,168 @@
+"""Run files stay consistent under crashes, resumes, evaluations and failing writes (issue 13, docs/run-files.md)."""
+
+import errno
+import json
+
+import pytest
+import torch
+
+import tks.engine
+import tks.runfiles
+from tks.cli import main
+from tks.compare import compare_runs, expand_run_dirs, read_run
+from tks.runfiles import final_evaluation, merge_evaluation, repair_log
+
+FAST = ["--set", "data.num_steps=2", "--set", "run.progress=false", "--set", "optim.warmup_epochs=0"]
+
+
+def train(out, epochs, *extra):
+    assert main(["train", *FAST, "--set", f"optim.epochs={epochs}", "--set", f"run.out_dir={out}", *extra]) == 0
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def epochs_in_log(run_dir):
+    return [json.loads(line)["epoch"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def interrupted_run(out, epochs, stop_after, monkeypatch):
+    """A run stopped right after epoch ``stop_after`` was checkpointed and logged (as by Ctrl-C)."""
+    real = tks.engine.append_jsonl
+
+    def append_then_stop(path, record):
+        real(path, record)
+        if record["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tks.engine, "append_jsonl", append_then_stop)
+    assert main(["train", *FAST, "--set", f"optim.epochs={epochs}", "--set", f"run.out_dir={out}"]) == 130
+    monkeypatch.setattr(tks.engine, "append_jsonl", real)
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_a_crash_between_checkpoint_and_log_line_loses_and_duplicates_nothing(tmp_path, monkeypatch, capsys):
+    def fail_at_epoch_2(path, record):
+        if record["epoch"] == 2:  # the checkpoint of epoch 2 is on disk; its log line is not (a full disk, a kill)
+            raise tks.runfiles.RunFileError(f"cannot write {path}: No space left on device")
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    monkeypatch.setattr(tks.engine, "append_jsonl", fail_at_epoch_2)
+    assert main(["train", *FAST, "--set", "optim.epochs=3", "--set", f"run.out_dir={tmp_path}"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    (run_dir,) = tmp_path.iterdir()
+    assert epochs_in_log(run_dir) == [1]
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 2
+    (run_dir / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a write cut by the crash
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert epochs_in_log(run_dir) == [1, 2, 3]  # epoch 2's line restored from its checkpoint, nothing twice
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_a_log_ahead_of_its_checkpoint_is_trimmed(tmp_path):
+    (tmp_path / "log.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 2}\n{"epoch": 3}\n{"epo')
+    repair_log(tmp_path, 2, {"epoch": 2, "from": "checkpoint"})
+    assert (tmp_path / "log.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    repair_log(tmp_path, 3, {"epoch": 3, "from": "checkpoint"})
+    assert epochs_in_log(tmp_path) == [1, 2, 3]
+
+
+def test_resume_of_a_finished_run_changes_nothing(tmp_path, capsys):
+    run_dir = train(tmp_path, 1)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"run folder {run_dir} already finished (1 epochs): nothing to do" in out and "top-1" in out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+
+def test_eval_of_an_unfinished_run_then_finishing_keeps_everything_apart(tmp_path, monkeypatch, capsys):
+    run_dir = interrupted_run(tmp_path, 3, 1, monkeypatch)
+    first_session = torch.load(run_dir / "checkpoint.pt", weights_only=True)["train_seconds"]
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1", "2"]) == 0
+    intermediate = json.loads((run_dir / "metrics.json").read_text())
+    assert intermediate["eval"]["checkpoint.pt"]["epoch"] == 1 and "top1" not in intermediate
+    # the parent folder: this run is recognisably unfinished, left out with the usual warning, others unharmed
+    with pytest.warns(UserWarning, match="left out 1 unfinished run"):
+        assert expand_run_dirs([tmp_path]) == []
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch"] == 3 and metrics["eval"]["checkpoint.pt"]["epoch"] == 1  # merged, not overwritten
+    assert final_evaluation(metrics) == {}  # an earlier model's numbers are not the final model's
+    assert list(read_run(run_dir).top1_by_steps()) == [2]  # so tks compare shows only the trained T
+    assert metrics["train_seconds"] > first_session > 0  # both sessions counted
+    capsys.readouterr()
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1"]) == 0
+    assert list(read_run(run_dir).top1_by_steps()) == [1, 2]  # the final model's own evaluation counts
+
+
+def test_checkpoint_and_best_keep_separate_tables(tmp_path):
+    run_dir = train(tmp_path, 2)
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1"]) == 0
+    assert main(["eval", str(run_dir / "best.pt"), "--steps", "1", "--features"]) == 0
+    evaluations = json.loads((run_dir / "metrics.json").read_text())["eval"]
+    assert set(evaluations) == {"checkpoint.pt", "best.pt"}
+    assert set(evaluations["checkpoint.pt"]["steps"]) == {"1"} and set(evaluations["best.pt"]["steps"]) == {"1"}
+    assert (run_dir / "features-best.npz").is_file() and not (run_dir / "features.npz").exists()
+    assert "Final model of each run" in compare_runs([run_dir])
+
+
+def test_merge_reads_the_earlier_flat_layout(tmp_path):
+    old = {"top1": 0.9, "epoch": 2, "eval": {"checkpoint": "checkpoint.pt", "steps": {"1": {"top1": 0.5}}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(old))
+    assert final_evaluation(old)["steps"] == {"1": {"top1": 0.5}}
+    merge_evaluation(tmp_path, "checkpoint.pt", 2, {"steps": {"3": {"top1": 0.7}}})
+    merged = json.loads((tmp_path / "metrics.json").read_text())["eval"]
+    assert set(merged) == {"checkpoint.pt"} and merged["checkpoint.pt"]["epoch"] == 2
+    assert set(merged["checkpoint.pt"]["steps"]) == {"1", "3"}  # the old T values kept
+    merge_evaluation(tmp_path, "checkpoint.pt", 5, {"steps": {"2": {"top1": 0.8}}})  # the file was trained on since
+    assert set(json.loads((tmp_path / "metrics.json").read_text())["eval"]["checkpoint.pt"]["steps"]) == {"2"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{not json", "cannot be read as JSON"), ("[1, 2]", "holds a JSON list, not an object")],
+)
+def test_eval_refuses_a_broken_metrics_file_before_evaluating(tmp_path, content, message, capsys, monkeypatch):
+    run_dir = train(tmp_path, 1)
+    (run_dir / "metrics.json").write_text(content)
+    monkeypatch.setattr("tks.experiment.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
+    capsys.readouterr()
+    assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tks: error: {run_dir / 'metrics.json'}") and message in err and "\n" not in err
+    assert (run_dir / "metrics.json").read_text() == content  # left as it was
+
+
+def test_eval_on_a_full_disk_prints_the_results_then_names_the_file(tmp_path, capsys, monkeypatch):
+    run_dir = train(tmp_path, 1)
+    capsys.readouterr()
+
+    def no_space(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tks.runfiles.os, "replace", no_space)
+    assert main(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1"]) == 2
+    captured = capsys.readouterr()
+    assert "top-1" in captured.out and captured.out.strip().splitlines()[-1].split()[0] == "1"  # shown first
+    assert captured.err.strip() == f"tks: error: cannot write {run_dir / 'metrics.json'}: No space left on device"
+
+
+def test_training_on_a_full_disk_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    run_dir = interrupted_run(tmp_path, 3, 1, monkeypatch)
+    real_save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tks: error: cannot write {run_dir / 'checkpoint.pt'}: No space left on device"
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1  # still whole
+    assert epochs_in_log(run_dir) == [1] and not list(run_dir.glob(".*.tmp"))
