@@ -122,6 +122,15 @@ def _flat_time_major(x: Tensor) -> bool:
     return True
 
 
+def _time_major_layout(x: Tensor) -> Tensor:
+    """The input itself when it is a dense [T, N] block (``_flat_time_major``), else a contiguous copy.
+
+    Every implementation of ``tks::lif_forward`` runs on this tensor and writes its outputs with ``empty_like`` of
+    it, so the outputs' strides do not depend on which implementation ran and ``register_fake`` can state them.
+    """
+    return x if _flat_time_major(x) else x.contiguous()
+
+
 def _lif_forward_eager(x_seq: Tensor, tau: float, v_threshold: float) -> tuple[Tensor, Tensor]:
     h_seq = torch.empty_like(x_seq)
     v = torch.zeros_like(x_seq[0])
@@ -176,11 +185,11 @@ def lif_forward(
 
     ``surrogate``, ``alpha`` and ``detach_reset`` only shape the backward pass (``lif_backward``).
     """
-    kernel = _cpu_kernel(x_seq)
+    x = _time_major_layout(x_seq)
+    kernel = _cpu_kernel(x)
     if kernel is None:
-        spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
+        spikes, h_seq = _lif_forward_eager(x, tau, v_threshold)
         return spikes, h_seq if keep_membrane else h_seq.new_empty(0)
-    x = x_seq if _flat_time_major(x_seq) else x_seq.contiguous()
     spikes = torch.empty_like(x)  # same layout as x (dense tensors keep their strides)
     # Inference needs no membrane record: skip writing it (a third of the kernel's memory traffic).
     h_seq = torch.empty_like(x) if keep_membrane else x.new_empty(0)
@@ -202,7 +211,8 @@ def lif_forward(
 def _(
     x_seq: Tensor, tau: float, v_threshold: float, surrogate: str, alpha: float, detach_reset: bool, keep_membrane: bool
 ) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(x_seq), torch.empty_like(x_seq) if keep_membrane else x_seq.new_empty(0)
+    x = _time_major_layout(x_seq)  # the real outputs' strides, which compiled code downstream relies on
+    return torch.empty_like(x), torch.empty_like(x) if keep_membrane else x.new_empty(0)
 
 
 @torch.library.custom_op("tks::lif_backward", mutates_args=())
