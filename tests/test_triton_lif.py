@@ -1,4 +1,4 @@
-"""The Triton LIF kernels (tks.snn.triton_lif), run on CPU tensors in Triton's interpreter.
+"""The Triton LIF kernels (tks.snn.triton_lif), run on CPU tensors in Triton's interpreter, and the dispatch rule.
 
 Triton decides at ``@triton.jit`` time whether a kernel is compiled or interpreted (``TRITON_INTERPRET=1``), so the
 fixture below loads a private copy of the module with the variable set; the ``tks.snn.triton_lif`` that the neuron
@@ -14,15 +14,19 @@ unit roundoff (2^-8 bfloat16, 2^-11 float16, relative and absolute) and the inpu
 """
 
 import importlib.util
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tks.snn import lif_reference, make_surrogate
+from tks.snn import LIF, lif_reference, make_surrogate
 from tks.snn import neuron as neuron_module
-from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager
+from tks.snn.kernels import load_lif_kernel
+from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager, lif_backend
 
 SOURCE = Path(neuron_module.__file__).with_name("triton_lif.py")
 SURROGATES = ["piecewise_quadratic", "atan"]
@@ -191,6 +195,89 @@ def test_launch_functions_refuse_what_the_kernels_cannot_read(kernels):
         kernels.lif_backward(h_seq.contiguous(), h_seq, 2.0, 0.5, "atan", 2.0, True)
     with pytest.raises(ValueError, match="unknown surrogate"):
         kernels.lif_backward(h_seq, h_seq, 2.0, 0.5, "sigmoid", 2.0, True)
+
+
+def test_lif_module_through_the_triton_path(kernels, monkeypatch):
+    # The custom operators' glue (layout, gradient copy, autograd, torch.compile) with the Triton kernels swapped in
+    # for the CPU kernel: the interpreter runs them on CPU tensors, so the rule is forced for this test.
+    x = torch.randn(4, 2, 3, 5, 5)
+    layouts = {
+        "contiguous": x,
+        "channels_last": x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2)),
+        "batch_outermost": x.transpose(0, 1).contiguous().transpose(0, 1),
+    }
+    lif = LIF(surrogate=make_surrogate("atan", 2.0), detach_reset=False)
+    expected = {}
+    for name, xx in layouts.items():
+        a = xx.clone().requires_grad_()
+        out = lif(a)
+        out.sum().backward()  # an expanded gradient, which the kernels read only after a copy
+        expected[name] = (out, a.grad)  # by the CPU kernel (or the eager path where it cannot be built)
+    monkeypatch.setattr(neuron_module, "lif_backend", lambda x: "triton")
+    monkeypatch.setattr(neuron_module, "_triton_lif", lambda: kernels)
+    for name, xx in layouts.items():
+        a = xx.clone().requires_grad_()
+        out = lif(a)
+        out.sum().backward()
+        assert out.stride() == expected[name][0].stride(), name
+        assert torch.equal(out, expected[name][0]) and torch.equal(a.grad, expected[name][1]), name
+    torch._dynamo.reset()
+    compiled = torch.compile(lif, fullgraph=True, backend="aot_eager")  # one node per op, no graph break
+    a = layouts["channels_last"].clone().requires_grad_()
+    out = compiled(a)
+    out.sum().backward()
+    assert torch.equal(out, expected["channels_last"][0]) and torch.equal(a.grad, expected["channels_last"][1])
+    torch._dynamo.reset()
+
+
+def test_dispatch_rule_picks_triton_only_for_cuda_tensors(monkeypatch):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    has_triton = importlib.util.find_spec("triton") is not None and os.environ.get("TKS_LIF_KERNEL", "1") != "0"
+    with FakeTensorMode():  # CUDA tensors without a GPU: the rule looks only at device, dtype and size
+        cuda = {dtype: torch.empty(4, 8, device="cuda", dtype=dtype) for dtype in (*LOW_PRECISION, torch.float32)}
+        cuda_double = torch.empty(4, 8, device="cuda", dtype=torch.float64)
+        cuda_empty = torch.empty(0, 8, device="cuda")
+    for tensor in cuda.values():
+        assert lif_backend(tensor) == ("triton" if has_triton else "eager")
+    assert lif_backend(cuda_double) == "eager" and lif_backend(cuda_empty) == "eager"
+    cpu_kernel = "cpu_kernel" if load_lif_kernel() is not None else "eager"
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):  # the CPU path is unchanged by triton being there
+        assert lif_backend(torch.zeros(4, 8, dtype=dtype)) == cpu_kernel
+    assert lif_backend(torch.zeros(4, 8, dtype=torch.float16)) == "eager"
+    assert lif_backend(torch.empty(4, 8, device="meta")) == "eager"
+    monkeypatch.setattr(neuron_module, "_triton_lif", lambda: None)  # as without triton, or with TKS_LIF_KERNEL=0
+    assert all(lif_backend(tensor) == "eager" for tensor in cuda.values())
+
+
+def test_tks_works_without_triton():
+    # In a process where `import triton` fails, tks imports, the neuron trains on the CPU and CUDA tensors would take
+    # the eager path.
+    code = """
+import sys
+
+class NoTriton:
+    def find_spec(self, name, path=None, target=None):
+        if name == "triton" or name.startswith("triton."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoTriton())
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import tks
+from tks.snn import LIF
+from tks.snn.neuron import lif_backend
+
+x = torch.full((3, 2), 0.6, requires_grad=True)
+LIF()(x).sum().backward()
+with FakeTensorMode():
+    cuda = torch.empty(3, 2, device="cuda")
+print([round(g, 6) for g in x.grad[:, 0].tolist()], lif_backend(cuda), "tks.snn.triton_lif" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # H = 0.3, 0.45, 0.525 (fires); g' = 1.2, 1.8, 1.9; dL/dH = 2.575, 2.75, 1.9; dL/dI = dL/dH / tau
+    assert result.stdout.strip() == "[1.2875, 1.375, 0.95] eager False"
 
 
 def test_kernels_compile_for_a_cuda_gpu():
