@@ -52,6 +52,7 @@ def _load_triton_lif(interpret: bool):
 
 @pytest.fixture(scope="module")
 def kernels():
+    pytest.importorskip("triton", reason="triton is not installed")
     pytest.importorskip("triton.runtime.interpreter", reason="Triton's interpreter cannot be imported")
     return _load_triton_lif(interpret=True)
 
