@@ -312,3 +312,27 @@ def test_kernels_compile_for_a_cuda_gpu():
         assert "div.rn.f32" in ptx and not re.search(r"\bfma\.", ptx) and "div.full" not in ptx
         assert "ld.global.v4" in ptx and "st.global.v4" in ptx
     assert "cvt.rn.bf16" in forward
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("triton") is None, reason="needs a CUDA GPU and triton"
+)
+@pytest.mark.parametrize("dtype", [torch.float32, *LOW_PRECISION])
+def test_cuda_tensors_run_the_triton_kernels(dtype):
+    # On a GPU: the LIF module through the custom ops computes on CUDA what the CPU references above compute.
+    x = _inputs(7, "channels_last", dtype)
+    grad = torch.randn_like(x)
+    assert lif_backend(x.cuda()) == "triton"
+    for tau, v_threshold, alpha in SETTINGS:
+        forward = _lif_forward_eager if dtype == torch.float32 else _fp32_state_forward
+        expected_spikes, h_seq = forward(x, tau, v_threshold)
+        for surrogate in SURROGATES:
+            sur = make_surrogate(surrogate, alpha)
+            for detach_reset in (True, False):
+                a = x.cuda().requires_grad_()
+                spikes = LIF(tau, v_threshold, sur, detach_reset)(a)
+                spikes.backward(grad.cuda())
+                expected = _lif_backward_eager(grad.float(), h_seq.float(), tau, v_threshold, sur, detach_reset)
+                assert spikes.stride() == x.stride()
+                assert torch.equal(spikes.cpu(), expected_spikes)
+                assert torch.equal(a.grad.cpu(), expected.to(dtype)), (surrogate, detach_reset, tau)
