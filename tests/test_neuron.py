@@ -214,3 +214,21 @@ def test_channels_last_activations_keep_their_layout_and_values():
     out_a.backward(grad)
     out_b.backward(grad)
     assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "batch_outermost"])
+@pytest.mark.parametrize("keep_membrane", [False, True])
+def test_lif_ops_fake_outputs_match_real_ones(layout, keep_membrane):
+    # opcheck compares register_fake's outputs (shape, dtype, strides) with the real ones and checks the autograd
+    # registration; a mismatch in strides would make compiled code downstream read the spikes in the wrong order.
+    x = torch.randn(3, 2, 4, 5, 6)
+    if layout == "channels_last":
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    elif layout == "batch_outermost":
+        x = x.transpose(0, 1).contiguous().transpose(0, 1)  # dense, but not a [T, N] block: outputs are contiguous
+    args = (x.requires_grad_(keep_membrane), 2.0, 0.5, "atan", 2.0, False, keep_membrane)
+    torch.library.opcheck(torch.ops.tks.lif_forward.default, args)
+    _, h_seq = torch.ops.tks.lif_forward(*args)
+    if keep_membrane:
+        grad = torch.randn(3, 2, 4, 5, 6)  # contiguous, whatever layout the membrane has
+        torch.library.opcheck(torch.ops.tks.lif_backward.default, (grad, h_seq.detach(), 2.0, 0.5, "atan", 2.0, False))

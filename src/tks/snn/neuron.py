@@ -18,8 +18,10 @@ Two engines compute the same thing behind ``make_neuron``:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
@@ -93,15 +95,46 @@ def lif_reference(
 
 SURROGATE_CODES = {"piecewise_quadratic": 0, "atan": 1}  # as lif_cpu.c numbers them
 
+Backend = Literal["cpu_kernel", "triton", "eager"]
 
-def _cpu_kernel(x: Tensor) -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """The compiled (forward, backward) pair for this input, or None where the eager path must be used."""
-    if x.device.type != "cpu" or x.dtype not in SUFFIXES or x.numel() == 0:
+
+@cache
+def _triton_lif() -> ModuleType | None:
+    """``tks.snn.triton_lif``, imported on first use so that importing tks never needs triton; None without it."""
+    if os.environ.get("TKS_LIF_KERNEL", "1") == "0":
         return None
+    try:
+        from tks.snn import triton_lif
+    except ImportError:  # no triton (e.g. torch builds without CUDA): the eager path runs
+        return None
+    return triton_lif
+
+
+def lif_backend(x: Tensor) -> Backend:
+    """Which implementation of ``tks::lif_forward`` / ``tks::lif_backward`` runs for ``x``: the one rule.
+
+    * ``"cpu_kernel"``: CPU tensors of float32, float64 or bfloat16, when the C kernel of ``tks.snn.kernels`` builds.
+    * ``"triton"``: CUDA tensors of float32, bfloat16 or float16, when triton imports (``tks.snn.triton_lif``).
+    * ``"eager"``: everything else, in PyTorch ops with a loop over T: other devices and dtypes, empty tensors, no C
+      compiler or no triton, and every tensor when the environment sets ``TKS_LIF_KERNEL=0``.
+
+    All three compute the module docstring's equations in the same operation order; they differ only in how
+    lower-precision dtypes round (see each kernel's documentation).
+    """
+    if x.numel() == 0:
+        return "eager"
+    if x.device.type == "cpu":
+        return "cpu_kernel" if x.dtype in SUFFIXES and load_lif_kernel() is not None else "eager"
+    if x.device.type == "cuda":
+        triton_lif = _triton_lif()
+        return "triton" if triton_lif is not None and x.dtype in triton_lif.DTYPES else "eager"
+    return "eager"
+
+
+def _cpu_kernel(dtype: torch.dtype) -> tuple[Callable[..., None], Callable[..., None]]:
+    """The compiled (forward, backward) pair for ``dtype``, where ``lif_backend`` chose ``"cpu_kernel"``."""
     library = load_lif_kernel()
-    if library is None:
-        return None
-    suffix = SUFFIXES[x.dtype]
+    suffix = SUFFIXES[dtype]
     return getattr(library, f"lif_forward_{suffix}"), getattr(library, f"lif_backward_{suffix}")
 
 
@@ -120,6 +153,15 @@ def _flat_time_major(x: Tensor) -> bool:
             return False
         expected *= size
     return True
+
+
+def _time_major_layout(x: Tensor) -> Tensor:
+    """The input itself when it is a dense [T, N] block (``_flat_time_major``), else a contiguous copy.
+
+    Every implementation of ``tks::lif_forward`` runs on this tensor and writes its outputs with ``empty_like`` of
+    it, so the outputs' strides do not depend on which implementation ran and ``register_fake`` can state them.
+    """
+    return x if _flat_time_major(x) else x.contiguous()
 
 
 def _lif_forward_eager(x_seq: Tensor, tau: float, v_threshold: float) -> tuple[Tensor, Tensor]:
@@ -149,7 +191,8 @@ def _lif_backward_eager(
 
 
 # The multi-step LIF as two custom operators with a registered backward. Under torch.compile each is one opaque
-# node (the compiler cannot see into ctypes), and without compile they cost one dispatch each.
+# node (the compiler sees into neither ctypes nor the Triton launches), and without compile they cost one dispatch
+# each.
 #
 # Forward keeps only H (the membrane before firing) for backward; S and the reset mask are recomputed from it.
 # Backward, with G_t the gradient arriving at V_t from step t+1 (G_T = 0):
@@ -157,9 +200,10 @@ def _lif_backward_eager(
 #     dV_t/dH_t = 1 - S_t  (reset detached),   1 - S_t - H_t * g'(H_t - V_th)  (reset not detached)
 #     dL/dI_t = dL/dH_t / tau,    G_{t-1} = dL/dH_t - dL/dH_t / tau
 # The operations and their order are those of the official code and of SpikingJelly's CPU reference, so the engines
-# agree bit for bit (except on inputs exactly at threshold, where SpikingJelly fires). On the CPU (float32, float64,
-# bfloat16) both directions run in the compiled kernel of tks.snn.kernels, one pass over memory each; elsewhere
-# in PyTorch ops with a loop over T.
+# agree bit for bit (except on inputs exactly at threshold, where SpikingJelly fires). Where they run is decided by
+# lif_backend: on the CPU (float32, float64, bfloat16) in the compiled kernel of tks.snn.kernels, on CUDA (float32,
+# bfloat16, float16) in the Triton kernels of tks.snn.triton_lif, both one pass over memory in each direction;
+# elsewhere in PyTorch ops with a loop over T.
 
 
 @torch.library.custom_op("tks::lif_forward", mutates_args=())
@@ -176,16 +220,18 @@ def lif_forward(
 
     ``surrogate``, ``alpha`` and ``detach_reset`` only shape the backward pass (``lif_backward``).
     """
-    kernel = _cpu_kernel(x_seq)
-    if kernel is None:
-        spikes, h_seq = _lif_forward_eager(x_seq, tau, v_threshold)
+    x = _time_major_layout(x_seq)
+    backend = lif_backend(x)
+    if backend == "eager":
+        spikes, h_seq = _lif_forward_eager(x, tau, v_threshold)
         return spikes, h_seq if keep_membrane else h_seq.new_empty(0)
-    x = x_seq if _flat_time_major(x_seq) else x_seq.contiguous()
+    if backend == "triton":
+        return _triton_lif().lif_forward(x, tau, v_threshold, keep_membrane)
     spikes = torch.empty_like(x)  # same layout as x (dense tensors keep their strides)
     # Inference needs no membrane record: skip writing it (a third of the kernel's memory traffic).
     h_seq = torch.empty_like(x) if keep_membrane else x.new_empty(0)
     steps = x.shape[0]
-    kernel[0](
+    _cpu_kernel(x.dtype)[0](
         x.data_ptr(),
         spikes.data_ptr(),
         h_seq.data_ptr() if keep_membrane else None,
@@ -202,7 +248,8 @@ def lif_forward(
 def _(
     x_seq: Tensor, tau: float, v_threshold: float, surrogate: str, alpha: float, detach_reset: bool, keep_membrane: bool
 ) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(x_seq), torch.empty_like(x_seq) if keep_membrane else x_seq.new_empty(0)
+    x = _time_major_layout(x_seq)  # the real outputs' strides, which compiled code downstream relies on
+    return torch.empty_like(x), torch.empty_like(x) if keep_membrane else x.new_empty(0)
 
 
 @torch.library.custom_op("tks::lif_backward", mutates_args=())
@@ -216,15 +263,17 @@ def lif_backward(
     detach_reset: bool,
 ) -> Tensor:
     """Gradient of the inputs ``[T, ...]`` from the spikes' gradient and the saved membrane H."""
-    kernel = _cpu_kernel(h_seq) if surrogate in SURROGATE_CODES else None
-    if kernel is None:
+    backend = lif_backend(h_seq) if surrogate in SURROGATE_CODES else "eager"
+    if backend == "eager":
         return _lif_backward_eager(grad_spikes, h_seq, tau, v_threshold, make_surrogate(surrogate, alpha), detach_reset)
     grad = grad_spikes
     if grad.stride() != h_seq.stride() or grad.dtype != h_seq.dtype:
-        grad = torch.empty_like(h_seq).copy_(grad_spikes)  # the kernel walks both in the membrane's layout
+        grad = torch.empty_like(h_seq).copy_(grad_spikes)  # the kernels walk both in the membrane's layout
+    if backend == "triton":
+        return _triton_lif().lif_backward(grad, h_seq, tau, v_threshold, surrogate, alpha, detach_reset)
     grad_x = torch.empty_like(h_seq)
     steps = h_seq.shape[0]
-    kernel[1](
+    _cpu_kernel(h_seq.dtype)[1](
         grad.data_ptr(),
         h_seq.data_ptr(),
         grad_x.data_ptr(),

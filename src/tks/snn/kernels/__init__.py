@@ -4,7 +4,8 @@ The shared library is built on first use into ``<cache>/kernels/`` (``$TKS_CACHE
 a hash of the source, the compiler and the flags, and written atomically; later processes only load it. Processes
 that need it at once (``torchrun`` ranks, parallel tests) compile it once: one holds a lock while the others wait.
 Without a working C compiler (or with ``TKS_LIF_KERNEL=0``) ``load_lif_kernel`` returns None and the neuron falls
-back to its eager PyTorch implementation, which computes the same thing more slowly.
+back to its eager PyTorch implementation, which computes the same thing more slowly. ``TKS_LIF_KERNEL=0`` also
+turns off the Triton kernels used for CUDA tensors (``tks.snn.neuron.lif_backend`` is the rule).
 """
 
 from __future__ import annotations
