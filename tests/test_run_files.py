@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import tks.engine
+import tks.paths
 import tks.runfiles
 from tks.cli import main
 from tks.compare import compare_runs, expand_run_dirs, read_run
@@ -166,3 +167,15 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint(tmp_path, capsys, mon
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1  # still whole
     assert epochs_in_log(run_dir) == [1] and not list(run_dir.glob(".*.tmp"))
+
+
+def test_eval_into_a_read_only_run_folder_is_refused_before_evaluating(tmp_path, capsys, monkeypatch):
+    run_dir = train(tmp_path, 1)
+    real_access = tks.paths.os.access  # as root, permission bits alone would not stop a write: fake read-only
+    monkeypatch.setattr(
+        tks.paths.os, "access", lambda p, mode: False if str(p) == str(run_dir) else real_access(p, mode)
+    )
+    monkeypatch.setattr("tks.experiment.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
+    capsys.readouterr()
+    assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
+    assert f"{run_dir} is read-only" in capsys.readouterr().err
