@@ -1,10 +1,12 @@
 import nir
 import pytest
 import torch
+from torch import nn
 
 from tks.cli import main
 from tks.export import ExportError, run_nir, to_nir
 from tks.models import create_model
+from tks.snn import LIF, PerStep
 
 
 def trained_like(model):
@@ -33,6 +35,56 @@ def test_nir_round_trip_runs_like_the_model(name, shape, tmp_path):
     got = run_nir(graph, x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "shape"), [("spiking_cnn", (1, 8, 8)), ("resnet19", (3, 8, 8))])
+def test_sum_pooling_with_its_scale_in_the_next_weights_runs_like_the_model(name, shape, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, in_channels=shape[0])
+    model.example_shape = shape
+    trained_like(model)
+    path = tmp_path / "model.nir"
+    nir.write(str(path), to_nir(model, shape, pooling="sum"))
+    graph = nir.read(str(path))
+    kinds = {type(node).__name__ for node in graph.nodes.values()}
+    assert "SumPool2d" in kinds and "AvgPool2d" not in kinds and graph.metadata["pooling"] == "sum"
+    x = torch.rand(3, 2, *shape) * 3
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(run_nir(graph, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_flatten_names_its_dimensions_from_the_end_so_a_batch_in_front_changes_nothing():
+    model = create_model("spiking_cnn", num_classes=10, in_channels=1).eval()
+    graph = to_nir(model, (1, 8, 8))
+    (flatten,) = [node for node in graph.nodes.values() if isinstance(node, nir.Flatten)]
+    assert (flatten.start_dim, flatten.end_dim) == (-3, -1)
+    assert flatten.input_type["input"].tolist() == [128, 2, 2] and flatten.output_type["output"].tolist() == [512]
+    sample = torch.rand(128, 2, 2)
+    as_torch = nn.Flatten(flatten.start_dim, flatten.end_dim)  # what importers build from the node
+    assert as_torch(sample).shape == (512,) and as_torch(sample.expand(16, 128, 2, 2)).shape == (16, 512)
+    graph.check_types()  # NIR's own type rules agree: [128, 2, 2] -> [512] -> Affine [10, 512]
+
+
+def test_graphs_of_earlier_exports_still_run():
+    """Earlier exports wrote Flatten(start_dim=0) (batch-free, counted from the front): run_nir reads both."""
+    model = create_model("spiking_cnn", num_classes=10, in_channels=1).eval()
+    graph = to_nir(model, (1, 8, 8))
+    x = torch.rand(2, 3, 1, 8, 8)
+    expected = run_nir(graph, x)
+    for node in graph.nodes.values():
+        if isinstance(node, nir.Flatten):
+            node.start_dim = 0
+    assert torch.equal(run_nir(graph, x), expected)
+
+
+def test_sum_pooling_needs_a_weight_layer_after_it():
+    model = nn.Sequential(PerStep(nn.AvgPool2d(2)), LIF())
+    assert isinstance(to_nir(model, (4, 8, 8), pooling="avg").nodes["0_0"], nir.AvgPool2d)
+    with pytest.raises(ExportError, match=r"layer '1' \(LIF\) follows sum pooling '0.0'"):
+        to_nir(model, (4, 8, 8), pooling="sum")
+    with pytest.raises(ExportError, match="pooling must be one of avg, sum, got 'max'"):
+        to_nir(model, (4, 8, 8), pooling="max")
 
 
 def test_graph_structure_matches_the_model():
@@ -97,3 +149,7 @@ def test_export_command_writes_a_readable_file(tmp_path, capsys):
     graph = nir.read(str(run_dir / "model.nir"))
     assert graph.metadata["model"] == "spiking_cnn" and int(graph.metadata["num_steps"]) == 2
     assert "wrote" in capsys.readouterr().out
+    out = tmp_path / "sum.nir"
+    assert main(["export", str(run_dir / "checkpoint.pt"), "--pooling", "sum", "--out", str(out)]) == 0
+    kinds = [type(node).__name__ for node in nir.read(str(out)).nodes.values()]
+    assert kinds.count("SumPool2d") == 2 and "AvgPool2d" not in kinds
