@@ -38,16 +38,16 @@ def test_nir_round_trip_runs_like_the_model(name, shape, tmp_path):
 
 
 @pytest.mark.parametrize(("name", "shape"), [("spiking_cnn", (1, 8, 8)), ("resnet19", (3, 8, 8))])
-def test_sum_pooling_with_its_scale_in_the_next_weights_runs_like_the_model(name, shape, tmp_path):
+def test_avg_pooling_runs_like_the_model_too(name, shape, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, in_channels=shape[0])
     model.example_shape = shape
     trained_like(model)
     path = tmp_path / "model.nir"
-    nir.write(str(path), to_nir(model, shape, pooling="sum"))
+    nir.write(str(path), to_nir(model, shape, pooling="avg"))
     graph = nir.read(str(path))
     kinds = {type(node).__name__ for node in graph.nodes.values()}
-    assert "SumPool2d" in kinds and "AvgPool2d" not in kinds and graph.metadata["pooling"] == "sum"
+    assert "AvgPool2d" in kinds and "SumPool2d" not in kinds and graph.metadata["pooling"] == "avg"
     x = torch.rand(3, 2, *shape) * 3
     with torch.no_grad():
         expected = model(x)
@@ -81,8 +81,8 @@ def test_graphs_of_earlier_exports_still_run():
 def test_sum_pooling_needs_a_weight_layer_after_it():
     model = nn.Sequential(PerStep(nn.AvgPool2d(2)), LIF())
     assert isinstance(to_nir(model, (4, 8, 8), pooling="avg").nodes["0_0"], nir.AvgPool2d)
-    with pytest.raises(ExportError, match=r"layer '1' \(LIF\) follows sum pooling '0.0'"):
-        to_nir(model, (4, 8, 8), pooling="sum")
+    with pytest.raises(ExportError, match=r"layer '1' \(LIF\) follows sum pooling '0.0'.*export with pooling 'avg'"):
+        to_nir(model, (4, 8, 8))
     with pytest.raises(ExportError, match="pooling must be one of avg, sum, got 'max'"):
         to_nir(model, (4, 8, 8), pooling="max")
 
@@ -91,14 +91,18 @@ def test_graph_structure_matches_the_model():
     model = create_model("spiking_cnn", num_classes=10, in_channels=1).eval()
     graph = to_nir(model, (1, 8, 8))
     kinds = [type(node).__name__ for node in graph.nodes.values()]
-    # three conv-BN-LIF blocks (BN folded away), one average pool, the 4x4 -> 2x2 adaptive pool, flatten, head
+    # three conv-BN-LIF blocks (BN folded away), one average pool, the 4x4 -> 2x2 adaptive pool, flatten, head;
+    # the pools are sums, so the conv after the first and the head after the second carry their 1/4
     assert kinds.count("Conv2d") == 3 and kinds.count("LIF") == 3 and "BatchNorm2d" not in kinds
-    assert kinds.count("AvgPool2d") == 2 and kinds.count("Flatten") == 1 and kinds.count("Affine") == 1
+    assert kinds.count("SumPool2d") == 2 and kinds.count("Flatten") == 1 and kinds.count("Affine") == 1
     lif = next(node for node in graph.nodes.values() if isinstance(node, nir.LIF))
     assert lif.tau.shape == (32, 8, 8) and float(lif.tau.flat[0]) == pytest.approx(2.0 * 1e-4)
     assert float(lif.v_threshold.flat[0]) == 0.5 and float(lif.v_reset.flat[0]) == 0.0
     head = graph.nodes["classifier_0"]
-    assert torch.equal(torch.as_tensor(head.weight), model.classifier[0].weight.detach())
+    assert torch.equal(torch.as_tensor(head.weight), model.classifier[0].weight.detach() / 4)
+    assert torch.equal(torch.as_tensor(head.bias), model.classifier[0].bias.detach())
+    avg, summed = (to_nir(model, (1, 8, 8), pooling=p).nodes["features_5_0"].weight for p in ("avg", "sum"))
+    assert torch.equal(torch.as_tensor(summed), torch.as_tensor(avg) / 4)  # the conv after the first pool
 
 
 def test_residual_sum_is_two_edges_into_the_neuron():
@@ -149,7 +153,8 @@ def test_export_command_writes_a_readable_file(tmp_path, capsys):
     graph = nir.read(str(run_dir / "model.nir"))
     assert graph.metadata["model"] == "spiking_cnn" and int(graph.metadata["num_steps"]) == 2
     assert "wrote" in capsys.readouterr().out
-    out = tmp_path / "sum.nir"
-    assert main(["export", str(run_dir / "checkpoint.pt"), "--pooling", "sum", "--out", str(out)]) == 0
+    assert [type(node).__name__ for node in graph.nodes.values()].count("SumPool2d") == 2
+    out = tmp_path / "avg.nir"
+    assert main(["export", str(run_dir / "checkpoint.pt"), "--pooling", "avg", "--out", str(out)]) == 0
     kinds = [type(node).__name__ for node in nir.read(str(out)).nodes.values()]
-    assert kinds.count("SumPool2d") == 2 and "AvgPool2d" not in kinds
+    assert kinds.count("AvgPool2d") == 2 and "SumPool2d" not in kinds

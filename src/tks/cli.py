@@ -249,9 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dt", type=float, default=1e-4, help="time step in seconds; LIF tau becomes tau x dt")
     p.add_argument(
         "--pooling",
-        choices=("avg", "sum"),
-        default="avg",
-        help="average pooling as NIR AvgPool2d (snnTorch) or SumPool2d with 1/k^2 in the next weights (Norse, Sinabs)",
+        choices=("sum", "avg"),
+        default="sum",
+        help="average pooling as NIR SumPool2d with 1/k^2 in the next weights (default: snnTorch and Norse read it) "
+        "or as AvgPool2d (snnTorch only)",
     )
     p.set_defaults(func=cmd_export)
 

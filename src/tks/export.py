@@ -8,8 +8,9 @@
   means the same thing whether or not an importer puts a batch dimension in front;
 * BatchNorm (eval statistics) is folded into the convolution before it; a BatchNorm on its own (ResNet-19's first
   shortcut) becomes a diagonal 1x1 convolution;
-* average pooling is ``AvgPool2d``, or with ``pooling="sum"`` a ``SumPool2d`` whose 1/k^2 is folded into the
-  weights of the convolution or linear layer after it (for importers that read only ``SumPool2d``);
+* average pooling is a ``SumPool2d`` whose 1/k^2 is folded into the weights of the convolution or linear layer
+  after it (read by snnTorch's and Norse's importers alike; Norse's reads no ``AvgPool2d``), or with
+  ``pooling="avg"`` an ``AvgPool2d``;
 * the LIF maps to NIR's ``LIF`` (tau dv/dt = v_leak - v + r I, fire above v_threshold, reset to v_reset) with
   tau = tks's tau x dt, r = 1, v_leak = 0, v_reset = 0, so its Euler step of length dt is exactly tks's update;
 * the classifier stays a plain ``Affine`` node: its output at each step is that step's logits;
@@ -63,7 +64,7 @@ class _Builder:
     """
 
     dt: float
-    pooling: Pooling = "avg"
+    pooling: Pooling = "sum"
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
     scaled: dict[str, tuple[float, str]] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class _Builder:
 
 
 def to_nir(
-    model: nn.Module, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT, pooling: Pooling = "avg"
+    model: nn.Module, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT, pooling: Pooling = "sum"
 ) -> nir.NIRGraph:
     """The network as a NIR graph (see the module docstring for the mapping).
 
@@ -108,8 +109,8 @@ def to_nir(
         model: a registered tks model (``features`` and ``classifier``) or any stack of the layers it uses.
         input_shape: one sample's input at one step, e.g. ``(2, 48, 48)``.
         dt: the graph's time step in seconds; LIF time constants are tau x dt.
-        pooling: average pooling as NIR's ``AvgPool2d`` (``"avg"``, read by snnTorch) or as ``SumPool2d`` with
-            its 1/k^2 folded into the next weight layer (``"sum"``, read by Norse, Sinabs and Rockpool).
+        pooling: average pooling as ``SumPool2d`` with its 1/k^2 folded into the next weight layer (``"sum"``:
+            snnTorch and Norse read it) or as NIR's ``AvgPool2d`` (``"avg"``: snnTorch reads it, Norse does not).
 
     Raises:
         ExportError: for a layer NIR cannot express, naming it, or a sum pooling no weight layer follows.
@@ -279,7 +280,7 @@ def _pool_geometry(module: nn.Module, shape: tuple[int, ...], name: str) -> tupl
 
 
 def export_checkpoint(
-    path: str | Path, out: str | Path | None = None, *, dt: float = DEFAULT_DT, pooling: Pooling = "avg"
+    path: str | Path, out: str | Path | None = None, *, dt: float = DEFAULT_DT, pooling: Pooling = "sum"
 ) -> Path:
     """Write the model of a checkpoint as a NIR file (HDF5), by default ``model.nir`` beside the checkpoint.
 
