@@ -3,8 +3,10 @@ import pytest
 import torch
 from torch import nn
 
+from tks.checkpoint import save_checkpoint
 from tks.cli import main
-from tks.export import ExportError, run_nir, to_nir
+from tks.config import Config, DataConfig, ModelConfig, to_dict
+from tks.export import ExportError, export_checkpoint, run_nir, to_nir
 from tks.models import create_model
 from tks.snn import LIF, PerStep
 
@@ -129,6 +131,20 @@ def test_what_nir_cannot_express_is_a_clear_error(name, options, message):
     model = create_model(name, num_classes=10, in_channels=3, **options).eval()
     with pytest.raises(ExportError, match=message):
         to_nir(model, (3, 32, 32))
+
+
+def test_an_event_model_exports_at_the_frame_size_it_was_trained_with(tmp_path):
+    """digits-dvs is recorded at 34x34 and framed to data.frame_size: the graph must take the frames."""
+    cfg = Config(
+        data=DataConfig(name="digits-dvs", num_steps=4, frame_size=16), model=ModelConfig(name="vgg_snn_small")
+    )
+    model = create_model("vgg_snn_small", num_classes=10, in_channels=2).eval()
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": model.state_dict(), "config": to_dict(cfg)})
+    graph = nir.read(str(export_checkpoint(tmp_path / "checkpoint.pt")))
+    assert graph.nodes["input"].input_type["input"].tolist() == [2, 16, 16]
+    x = torch.rand(2, 3, 2, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(run_nir(graph, x), model(x), rtol=1e-4, atol=1e-4)
 
 
 def test_export_command_writes_a_readable_file(tmp_path, capsys):

@@ -28,7 +28,6 @@ from tks.data import (
     DatasetInfo,
     build_dataset,
     check_options,
-    dataset_info,
     to_time_major,
 )
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
@@ -325,11 +324,14 @@ def _load_weights(model: nn.Module, payload: dict[str, Any], where: Path | str |
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, DatasetInfo, Config]:
-    """The trained model of a checkpoint (on the CPU, in eval mode), its dataset's facts and its config."""
+    """The trained model of a checkpoint (on the CPU, in eval mode), its dataset's facts and its config.
+
+    The facts are those of the data as the model saw it: event frames of ``data.frame_size``, not the sensor's size.
+    """
     path = Path(path)
     payload = load_checkpoint(path)
     cfg = _stored_config(payload, path)
-    info = dataset_info(cfg.data.name)
+    info = check_options(cfg.data.name, data_options(cfg.data))
     model = build_model(cfg.model, info, cfg.data.num_steps)
     _load_weights(model, payload, path)
     return model.eval(), info, cfg
