@@ -164,7 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """``tks export CHECKPOINT --format nir``."""
     from tks.export import export_checkpoint
 
-    target = export_checkpoint(args.checkpoint, args.out, dt=args.dt)
+    target = export_checkpoint(args.checkpoint, args.out, dt=args.dt, pooling=args.pooling)
     print(f"wrote {target}")
     return 0
 
@@ -273,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["nir"], default="nir", help="export format")
     p.add_argument("--out", default=None, help="output file (default: model.nir beside the checkpoint)")
     p.add_argument("--dt", type=float, default=1e-4, help="time step in seconds; LIF tau becomes tau x dt")
+    p.add_argument(
+        "--pooling",
+        choices=("sum", "avg"),
+        default="sum",
+        help="average pooling as NIR SumPool2d with 1/k^2 in the next weights (default: snnTorch and Norse read it) "
+        "or as AvgPool2d (snnTorch only)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("compare", help="table of methods by top-1 / top-5 / AURC, mean ± std over seeds")

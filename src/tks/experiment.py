@@ -27,7 +27,6 @@ from tks.data import (
     DatasetInfo,
     build_dataset,
     check_options,
-    dataset_info,
     to_time_major,
 )
 from tks.data.splits import TRAIN_EVAL_SEED, VAL_SEED, holdout, stratified_subset
@@ -451,11 +450,15 @@ class LoadedModel(NamedTuple):
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """The trained model of a checkpoint, with what is needed to run and label it."""
+    """The trained model of a checkpoint, with what is needed to run and label it.
+
+    The dataset facts are those of the data as the model saw it: event frames of ``data.frame_size``, not the
+    sensor's size.
+    """
     path = Path(path)
     payload = load_checkpoint(path)
     cfg = _stored_config(payload, path)
-    info = dataset_info(cfg.data.name)
+    info = check_options(cfg.data.name, data_options(cfg.data))
     model = build_model(cfg.model, info, cfg.data.num_steps)
     _load_weights(model, payload, path)
     return LoadedModel(model.eval(), info, cfg, payload.get("epoch"))

@@ -1,9 +1,16 @@
 """Export a trained network to NIR (the Neuromorphic Intermediate Representation) and run NIR graphs back.
 
-``to_nir(model, input_shape)`` turns the network into a ``nir.NIRGraph`` that neuromorphic toolchains read:
+``to_nir(model, input_shape)`` turns the network into a ``nir.NIRGraph`` that neuromorphic toolchains read
+(``docs/nir.md`` has the full mapping and which importers were checked):
 
+* every shape in the graph is one sample at one step, with no batch or time dimension, as NIR's own type
+  inference has it; ``Flatten`` counts its dimensions from the end (``start_dim=-3`` for ``[C, H, W]``), which
+  means the same thing whether or not an importer puts a batch dimension in front;
 * BatchNorm (eval statistics) is folded into the convolution before it; a BatchNorm on its own (ResNet-19's first
   shortcut) becomes a diagonal 1x1 convolution;
+* average pooling is a ``SumPool2d`` whose 1/k^2 is folded into the weights of the convolution or linear layer
+  after it (read by snnTorch's and Norse's importers alike; Norse's reads no ``AvgPool2d``), or with
+  ``pooling="avg"`` an ``AvgPool2d``;
 * the LIF maps to NIR's ``LIF`` (tau dv/dt = v_leak - v + r I, fire above v_threshold, reset to v_reset) with
   tau = tks's tau x dt, r = 1, v_leak = 0, v_reset = 0, so its Euler step of length dt is exactly tks's update;
 * the classifier stays a plain ``Affine`` node: its output at each step is that step's logits;
@@ -20,7 +27,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import nir
 import numpy as np
@@ -37,7 +44,11 @@ from tks.snn import LIF, PerStep
 from tks.snn.layers import TEBN
 
 DEFAULT_DT = 1e-4
-"""Time step of the exported graph in seconds (SpikingJelly's NIR exporter uses the same)."""
+"""Time step of the exported graph in seconds (SpikingJelly's NIR exporter uses the same, and snnTorch's importer
+assumes it)."""
+
+Pooling = Literal["avg", "sum"]
+POOLINGS: tuple[Pooling, ...] = ("avg", "sum")
 
 
 class ExportError(TKSError):
@@ -46,38 +57,73 @@ class ExportError(TKSError):
 
 @dataclass
 class _Builder:
-    """Collects nodes and edges while walking the network, tracking the shape of the current tensor."""
+    """Collects nodes and edges while walking the network, tracking the shape of the current tensor.
+
+    ``scaled`` maps the key of a node whose output still lacks a factor (a sum pooling's 1/k^2, or a flatten of
+    one) to that factor and the pooling layer it comes from; the next weight layer takes it into its weights.
+    """
 
     dt: float
+    pooling: Pooling = "sum"
     nodes: dict[str, nir.NIRNode] = field(default_factory=dict)
     edges: list[tuple[str, str]] = field(default_factory=list)
+    scaled: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def add(self, name: str, node: nir.NIRNode, sources: list[str]) -> list[str]:
         key = name.replace(".", "_") or "node"
         while key in self.nodes:
             key += "_"
+        self._take_scale(name, key, node, sources)
         self.nodes[key] = node
         self.edges += [(source, key) for source in sources]
         return [key]
 
+    def _take_scale(self, name: str, key: str, node: nir.NIRNode, sources: list[str]) -> None:
+        factors = {self.scaled.get(source) for source in sources}
+        if factors <= {None}:  # no source, or none that lacks a factor
+            return
+        if len(factors) > 1:  # a sum of tensors that lack different factors (or none): no one weight takes them
+            (_, pool), *_ = factors - {None}
+            raise ExportError(
+                f"layer {name!r} adds the output of sum pooling {pool!r} to another tensor, so the pooling's "
+                "1/k^2 cannot go into one weight layer; export with pooling 'avg'"
+            )
+        ((scale, pool),) = factors
+        if isinstance(node, nir.Conv2d | nir.Affine):  # a linear map: W (s x) = (s W) x, the bias stays
+            node.weight = (node.weight * scale).astype(np.float32)
+        elif isinstance(node, nir.Flatten | nir.SumPool2d):  # linear too, and no weights: pass the factor on
+            self.scaled[key] = (scale, pool)
+        else:
+            raise ExportError(
+                f"layer {name!r} ({type(node).__name__}) follows sum pooling {pool!r}, which needs a convolution "
+                "or linear layer after it to take its 1/k^2; export with pooling 'avg'"
+            )
 
-def to_nir(model: nn.Module, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+
+def to_nir(
+    model: nn.Module, input_shape: tuple[int, ...], *, dt: float = DEFAULT_DT, pooling: Pooling = "sum"
+) -> nir.NIRGraph:
     """The network as a NIR graph (see the module docstring for the mapping).
 
     Args:
         model: a registered tks model (``features`` and ``classifier``) or any stack of the layers it uses.
         input_shape: one sample's input at one step, e.g. ``(2, 48, 48)``.
         dt: the graph's time step in seconds; LIF time constants are tau x dt.
+        pooling: average pooling as ``SumPool2d`` with its 1/k^2 folded into the next weight layer (``"sum"``:
+            snnTorch and Norse read it) or as NIR's ``AvgPool2d`` (``"avg"``: snnTorch reads it, Norse does not).
 
     Raises:
-        ExportError: for a layer NIR cannot express, naming it.
+        ExportError: for a layer NIR cannot express, naming it, or a sum pooling no weight layer follows.
     """
+    if pooling not in POOLINGS:
+        raise ExportError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     model = copy.deepcopy(model).eval().cpu()
-    builder = _Builder(dt)
+    builder = _Builder(dt, pooling)
     sources = builder.add("input", nir.Input(input_type={"input": np.array(input_shape)}), [])
     sources, shape = _convert(model, "", sources, tuple(input_shape), builder)
     builder.add("output", nir.Output(output_type={"output": np.array(shape)}), sources)
-    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata={"dt": dt, "source": "tks"})
+    metadata = {"dt": dt, "pooling": pooling, "source": "tks"}
+    return nir.NIRGraph(nodes=builder.nodes, edges=builder.edges, metadata=metadata)
 
 
 def _convert(
@@ -132,15 +178,16 @@ def _convert(
         kernel, stride, padding = _pool_geometry(module, shape, name)
         if kernel == 1 and stride == 1:
             return sources, shape  # an identity (e.g. adaptive pooling to the size it already has)
-        node = nir.AvgPool2d(
-            kernel_size=np.array([kernel, kernel]),
-            stride=np.array([stride, stride]),
-            padding=np.array([padding, padding]),
-        )
-        return b.add(name, node, sources), _shape_after(module, shape)
+        geometry = {"kernel_size": np.array([kernel] * 2), "stride": np.array([stride] * 2)}
+        geometry["padding"] = np.array([padding] * 2)
+        if b.pooling == "avg":
+            return b.add(name, nir.AvgPool2d(**geometry), sources), _shape_after(module, shape)
+        keys = b.add(name, nir.SumPool2d(**geometry), sources)
+        previous, _ = b.scaled.get(keys[0], (1.0, name))
+        b.scaled[keys[0]] = (previous / kernel**2, name)
+        return keys, _shape_after(module, shape)
     if isinstance(module, nn.Flatten):
-        node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
-        return b.add(name, node, sources), (int(np.prod(shape)),)
+        return _flatten(module, name, sources, shape, b)
     if isinstance(module, nn.Linear):
         weight = module.weight.detach().numpy()
         bias = module.bias.detach().numpy() if module.bias is not None else np.zeros(weight.shape[0], np.float32)
@@ -148,6 +195,23 @@ def _convert(
     if isinstance(module, nn.Identity):
         return sources, shape
     raise ExportError(f"layer {name!r} ({type(module).__name__}) has no NIR equivalent")
+
+
+_POOL_KEYS = ("kernel_size", "stride", "padding")
+
+
+def _flatten(
+    module: nn.Flatten, name: str, sources: list[str], shape: tuple[int, ...], b: _Builder
+) -> tuple[list[str], tuple[int, ...]]:
+    # torch counts the batch dimension, NIR's types do not: name the dimensions from the end, which both agree on
+    # (and which an importer that feeds [B, ...] tensors to torch.nn.Flatten reads right as well).
+    ndim = len(shape) + 1
+    start, end = module.start_dim % ndim, module.end_dim % ndim
+    if start == 0:
+        raise ExportError(f"layer {name!r} flattens the batch dimension into the features; NIR has no batch")
+    node = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=start - ndim, end_dim=end - ndim)
+    out = (*shape[: start - 1], int(np.prod(shape[start - 1 : end])), *shape[end:])
+    return b.add(name, node, sources), out
 
 
 def _unwrap(module: nn.Module | None) -> nn.Module | None:
@@ -202,6 +266,8 @@ def _pool_geometry(module: nn.Module, shape: tuple[int, ...], name: str) -> tupl
             v if isinstance(v, int) else v[0]
             for v in (module.kernel_size, module.stride or module.kernel_size, module.padding)
         )
+        if padding and not module.count_include_pad:
+            raise ExportError(f"layer {name!r}: NIR's pooling counts the zero padding; this layer leaves it out")
         return kernel, stride, padding
     target = module.output_size if isinstance(module.output_size, int) else module.output_size[0]
     size = shape[1]
@@ -213,8 +279,13 @@ def _pool_geometry(module: nn.Module, shape: tuple[int, ...], name: str) -> tupl
     return size // target, size // target, 0
 
 
-def export_checkpoint(path: str | Path, out: str | Path | None = None, *, dt: float = DEFAULT_DT) -> Path:
-    """Write the model of a checkpoint as a NIR file (HDF5), by default ``model.nir`` beside the checkpoint."""
+def export_checkpoint(
+    path: str | Path, out: str | Path | None = None, *, dt: float = DEFAULT_DT, pooling: Pooling = "sum"
+) -> Path:
+    """Write the model of a checkpoint as a NIR file (HDF5), by default ``model.nir`` beside the checkpoint.
+
+    ``dt`` and ``pooling`` are those of ``to_nir``.
+    """
     from tks.experiment import load_model  # the only place that rebuilds models from configs
 
     if not math.isfinite(dt) or dt <= 0:
@@ -222,7 +293,7 @@ def export_checkpoint(path: str | Path, out: str | Path | None = None, *, dt: fl
     target = Path(out) if out is not None else Path(path).with_name("model.nir")
     check_writable_file(target, "--out")
     model, info, cfg, _ = load_model(path)
-    graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt)
+    graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
     graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)
     target.parent.mkdir(parents=True, exist_ok=True)
     nir.write(str(target), graph)
@@ -273,10 +344,14 @@ def _step(node: nir.NIRNode, x: Tensor, key: str, state: dict[str, Tensor], dt: 
             tuple(np.atleast_1d(node.dilation)),
             node.groups,
         )
-    if isinstance(node, nir.AvgPool2d):
-        return F.avg_pool2d(x, tuple(node.kernel_size), tuple(node.stride), tuple(node.padding))
+    if isinstance(node, nir.AvgPool2d | nir.SumPool2d):
+        divisor = 1 if isinstance(node, nir.SumPool2d) else None  # a sum is an average not divided
+        geometry = (tuple(np.atleast_1d(getattr(node, key)).tolist()) for key in _POOL_KEYS)
+        return F.avg_pool2d(x, *geometry, divisor_override=divisor)
     if isinstance(node, nir.Flatten):
-        return x.flatten(1)
+        # NIR dimensions leave the batch out: a dimension counted from the front moves one up here
+        start, end = (int(d) + 1 if d >= 0 else int(d) for d in (node.start_dim, node.end_dim))
+        return x.flatten(start, end)
     if isinstance(node, nir.Affine):
         return F.linear(x, tensor(node.weight), tensor(node.bias))
     if isinstance(node, nir.LIF):
