@@ -20,7 +20,8 @@ from tks.checkpoint import load_checkpoint, save_checkpoint
 from tks.cli import main
 from tks.config import LossConfig, OptimConfig
 from tks.data import to_time_major
-from tks.engine import NonFiniteLossError, build_optimizer, fit, train_one_epoch
+from tks.distributed import Dist
+from tks.engine import NonFiniteGuard, NonFiniteLossError, build_optimizer, fit, train_one_epoch
 from tks.losses import Criterion, LossOutput
 from tks.provenance import git_state
 from tks.snn import PerStep
@@ -298,3 +299,46 @@ def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_
     best = max(range(3), key=lambda i: (log[i]["val"]["top1"], -i)) + 1
     assert metrics["best_epoch"] == best and metrics["selected"]["top1"] == log[best - 1]["test"]["top1"]
     assert load_checkpoint(run_dir / "best.pt")["epoch"] == best
+
+
+def test_the_nan_guard_skips_the_update_on_the_device():
+    weight = nn.Parameter(torch.ones(3))
+    optimizer = build_optimizer(nn.ParameterList([weight]), OptimConfig(lr=0.1, weight_decay=0.0))
+    assert optimizer.defaults["fused"]
+    guard = NonFiniteGuard(optimizer, torch.device("cpu"), Dist.single())
+    for step, scale in enumerate([float("nan"), 1.0]):
+        loss = (weight * scale).sum()
+        guard.observe(loss, epoch=0, step=step)
+        loss.backward()
+        guard.before_step([weight])
+        optimizer.step()
+        guard.after_step()
+        optimizer.zero_grad(set_to_none=True)
+        if step == 0:  # the non-finite loss changed neither the weights nor the optimizer's step count
+            assert torch.equal(weight.detach(), torch.ones(3)) and optimizer.state[weight]["step"].item() == 0
+    assert (weight.detach() < 1).all() and optimizer.state[weight]["step"].item() == 1  # the finite one did
+    with pytest.raises(NonFiniteLossError, match="became nan at epoch 1, step 1"):
+        guard.check(0, 1, force=True)
+
+
+def test_an_epoch_reads_the_device_only_every_check_period(monkeypatch):
+    torch.manual_seed(0)
+    x = torch.randn(240, 1, 4, 4)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    model = PerStep(nn.Flatten(), nn.Linear(16, 2))
+    batches = list(zip(x.split(2), y.split(2), strict=True))  # 120 steps
+    cfg = OptimConfig(lr=1e-2, epochs=1, warmup_epochs=0)
+    reads = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or real_item(self))
+    train_one_epoch(
+        model,
+        batches,
+        NaNAt(-1, -1, []),
+        build_optimizer(model, cfg),
+        encode=partial(to_time_major, kind="static", num_steps=2),
+        epoch=0,
+        epochs=1,
+        device=torch.device("cpu"),
+    )
+    assert len(reads) <= 10  # checks at steps 50, 100 and the end, plus the epoch's statistics; was >= 120

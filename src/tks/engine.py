@@ -70,13 +70,87 @@ def unwrap(model: nn.Module) -> nn.Module:
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """AdamW or Adam; weight decay on weight tensors (ndim > 1) only, as timm's ``create_optimizer``.
 
-    Biases, BatchNorm parameters and other 1-D parameters get no decay.
+    Biases, BatchNorm parameters and other 1-D parameters get no decay. The fused implementation is used where
+    PyTorch has one for the parameters' device: one kernel per step, and it can skip an update on the device
+    (``NonFiniteGuard``), so that guarding against a non-finite loss costs no host-device synchronisation.
     """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     optimizer_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.name]
-    return optimizer_cls(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+    try:
+        return optimizer_cls(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+    except RuntimeError:  # a device or dtype without a fused kernel: the default implementation
+        return optimizer_cls(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+class NonFiniteGuard:
+    """Keeps a non-finite loss from updating the weights without reading the loss on the host every step.
+
+    Every loss is checked on the device: a non-finite one sets a flag and records its step and value. A fused
+    optimizer reads the flag as ``found_inf`` (the mechanism ``GradScaler`` uses) and skips that update inside its
+    kernel; under DistributedDataParallel the flag also covers non-finite averaged gradients, which every process
+    sees alike, so all processes skip together. The host reads the flag only every ``check_every`` steps and at the
+    end of the epoch (``check``), and then stops the run with the epoch and step of the first non-finite loss;
+    under DDP that read is one all-reduce, not one per step. An optimizer without ``found_inf`` support (not fused)
+    falls back to reading every loss at once, before its backward pass.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, dist: Dist, check_every: int = 50):
+        self.optimizer, self.dist, self.check_every = optimizer, dist, check_every
+        self.on_device = bool(optimizer.defaults.get("fused"))
+        self.pending = torch.zeros((), dtype=torch.bool, device=device)  # a bad loss since the last update
+        self.first_step = torch.full((), -1, dtype=torch.long, device=device)  # first bad step of the epoch
+        self.first_value = torch.zeros((), device=device)
+
+    def observe(self, loss: Tensor, epoch: int, step: int) -> None:
+        """Record whether ``loss`` is finite (called before its backward pass)."""
+        bad = ~torch.isfinite(loss.detach())
+        if not self.on_device:
+            if bad.item():
+                self._raise(loss.item(), epoch, step)
+            return
+        first = bad & (self.first_step < 0)
+        self.first_step = torch.where(first, step, self.first_step)
+        self.first_value = torch.where(first, loss.detach().float(), self.first_value)
+        self.pending = self.pending | bad
+
+    def before_step(self, params: list[Tensor]) -> None:
+        """Hand the flag to the optimizer as ``found_inf`` for the update about to run."""
+        if not self.on_device:
+            return
+        skip = self.pending
+        if self.dist.enabled:  # gradients are averaged over the processes: a bad one anywhere reaches every one
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else skip.float()
+            skip = skip | ~torch.isfinite(norm)
+        self.optimizer.grad_scale, self.optimizer.found_inf = None, skip.float()
+
+    def after_step(self) -> None:
+        """Clear the flag the optimizer used, so that no later update is skipped by it."""
+        if self.on_device:
+            self.optimizer.found_inf = None
+            self.pending = torch.zeros_like(self.pending)
+
+    def check(self, epoch: int, step: int, *, force: bool = False) -> None:
+        """Every ``check_every`` steps (and when ``force``), read the flag and stop on a non-finite loss."""
+        if not self.on_device or not (force or (step + 1) % self.check_every == 0):
+            return
+        first = self.first_step.clone()
+        if self.dist.enabled:  # every process must stop together, or the others wait forever in a collective
+            first = torch.where(first < 0, torch.iinfo(torch.long).max, first)
+            torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+            first = torch.where(first == torch.iinfo(torch.long).max, -1, first)
+        if first.item() >= 0:
+            value = self.first_value.item() if self.first_step.item() == first.item() else float("nan")
+            self._raise(value, epoch, int(first.item()))
+
+    @staticmethod
+    def _raise(value: float, epoch: int, step: int) -> None:
+        raise NonFiniteLossError(
+            f"the loss became {value} at epoch {epoch + 1}, step {step + 1}; training stopped before the "
+            "weights were updated, and the checkpoint of the last completed epoch is kept"
+        )
 
 
 def lr_at(epoch: int, cfg: OptimConfig) -> float:
@@ -158,7 +232,10 @@ def train_one_epoch(
     # disable=None: draw only on a terminal, so logs and CI output stay clean
     show = progress and dist.is_main
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None if show else True, unit="batch")
+    guard = NonFiniteGuard(optimizer, device, dist)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     optimizer.zero_grad(set_to_none=True)
+    step = -1
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         update = (step + 1) % accumulate == 0 or (total is not None and step + 1 == total)
@@ -167,16 +244,19 @@ def train_one_epoch(
             with autocast(device, precision):
                 logits = model(encode(x)).float()  # [T, B, K]; the loss is computed in fp32
             out = criterion(logits, y, epoch=epoch, epochs=epochs)
-            _check_finite(out.total, epoch, step, dist)
+            guard.observe(out.total, epoch, step)
             loss = out.total / accumulate
             (scaler.scale(loss) if scaler is not None else loss).backward()
         if update:
-            if scaler is not None:
+            if scaler is not None:  # a non-finite loss gives non-finite gradients, and the scaler skips that step
                 scaler.step(optimizer)
                 scaler.update()
             else:
+                guard.before_step(params)
                 optimizer.step()
+                guard.after_step()
             optimizer.zero_grad(set_to_none=True)
+        guard.check(epoch, step)
 
         with torch.no_grad():
             for name, value in {"loss": out.total, **out.parts}.items():
@@ -187,23 +267,13 @@ def train_one_epoch(
             rate = seen / (time.perf_counter() - start)
             postfix = {k: f"{v.item() / seen:.3f}" for k, v in sums.items()}
             bar.set_postfix(postfix | {"acc": f"{correct.item() / seen:.3f}", "samples/s": f"{rate:.0f}"})
+    guard.check(epoch, step, force=True)  # before anything of this epoch is measured or saved
     elapsed = time.perf_counter() - start
     totals = all_reduce_sum({**sums, "correct": correct, "seen": torch.tensor(float(seen), device=device)}, dist)
     seen_all = max(totals.pop("seen").item(), 1.0)
     stats = {name: value.item() / seen_all for name, value in totals.items() if name != "correct"}
     stats.update(acc=totals["correct"].item() / seen_all, samples=int(seen_all), samples_per_s=seen_all / elapsed)
     return stats
-
-
-def _check_finite(loss: Tensor, epoch: int, step: int, dist: Dist) -> None:
-    finite = torch.isfinite(loss.detach()).float()
-    if dist.enabled:  # every process must stop together, or the others wait forever in the next all-reduce
-        finite = all_reduce_sum({"finite": finite}, dist)["finite"] / dist.world_size
-    if finite.item() < 1.0:
-        raise NonFiniteLossError(
-            f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped before the "
-            "weights were updated, and the checkpoint of the last completed epoch is kept"
-        )
 
 
 @torch.inference_mode()
