@@ -18,7 +18,7 @@ from tks.config import dump_config, load_config
 from tks.locks import acquire
 from tks.sweep import experiment_key, load_sweep
 from tks.sweep.command import local_capacity
-from tks.sweep.folders import claim_path
+from tks.sweep.folders import RunFolders, claim_path
 
 ROOT = Path(__file__).parents[1]
 BASE = {
@@ -214,6 +214,19 @@ def test_identity_of_a_config_written_before_newer_keys_existed(tmp_path):
     old = "\n".join(line for line in text.splitlines() if "val_size" not in line and "select_on" not in line)
     (tmp_path / "config.yaml").write_text(old)
     assert experiment_key(load_config(tmp_path / "config.yaml")) == experiment_key(load_config(None))
+
+
+def test_run_folders_read_a_config_again_once_it_is_written(tmp_path):
+    """A folder whose config another process has not written yet is recognised once it is there."""
+    config = load_config(None, ["run.seed=3"])
+    folder = tmp_path / "started-20260101-000000"
+    folder.mkdir()
+    folders = RunFolders(tmp_path)
+    assert folders.of(experiment_key(config)) == []
+    (folder / "config.yaml").write_text("data:\n  name: digits\n")  # half written: another experiment so far
+    assert folders.of(experiment_key(config)) == []
+    (folder / "config.yaml").write_text(dump_config(config))
+    assert folders.of(experiment_key(config)) == [folder]
 
 
 @pytest.mark.parametrize(

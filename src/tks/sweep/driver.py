@@ -111,7 +111,7 @@ class _Progress:
 
     def line(self, event: str) -> str:
         left = self.total - self.done - self.running - self.failed - self.busy
-        busy = f", {self.busy} busy" if self.busy else ""
+        busy = f", {self.busy} in use elsewhere" if self.busy else ""
         return f"[{self.done} done, {self.running} running, {self.failed} failed, {left} left{busy}] {event}"
 
 

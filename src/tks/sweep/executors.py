@@ -71,6 +71,7 @@ class LocalExecutor:
         self._futures: dict[concurrent.futures.Future, tuple[int, str | None]] = {}
         self._processes: list[subprocess.Popen] = []
         self._free_gpus = list(gpu_slots) if gpu_slots is not None else None
+        self._stopping = False
 
     def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
         gpus = self._free_gpus.pop(0) if self._free_gpus is not None else None
@@ -78,10 +79,13 @@ class LocalExecutor:
             job = replace(job, gpus=gpus)
         fd = claim.fileno()
         # The tks processes inherit the claim: a sweep that is killed leaves its runs claimed while they train.
-        future = self._pool.submit(
-            execute_job, job, pass_fds=() if fd is None else (fd,), on_process=self._processes.append
-        )
+        future = self._pool.submit(execute_job, job, pass_fds=() if fd is None else (fd,), on_process=self._started)
         self._futures[future] = (ident, gpus)
+
+    def _started(self, process: subprocess.Popen) -> None:
+        self._processes.append(process)
+        if self._stopping:  # a job whose training ended as the sweep was stopped: no evaluation now
+            process.terminate()
 
     def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
         done, _ = concurrent.futures.wait(self._futures, timeout, concurrent.futures.FIRST_COMPLETED)
@@ -99,6 +103,7 @@ class LocalExecutor:
 
     def stop(self) -> None:  # noqa: D102
         # Ctrl-C reaches the runs' processes too (same process group) and they stop on their own; others get SIGTERM
+        self._stopping = True
         deadline = time.monotonic() + 5
         while any(p.poll() is None for p in self._processes) and time.monotonic() < deadline:
             time.sleep(0.1)

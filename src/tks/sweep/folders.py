@@ -43,21 +43,36 @@ def log_path(run: SweepRun) -> Path:
 
 
 class RunFolders:
-    """The run folders of one output folder by experiment key; each ``config.yaml`` is read once."""
+    """The run folders of one output folder by experiment key; each ``config.yaml`` is read again only if it changed."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self._keys: dict[Path, str | None] = {}
+        self._keys: dict[Path, tuple[tuple[int, int], str | None]] = {}
 
     def of(self, key: str) -> list[Path]:
         """The folders (sorted by name) whose config resolves to the experiment ``key``, as the folder is now."""
         self.refresh()
-        return [path for path, k in self._keys.items() if k == key]
+        return [path for path, (_, k) in self._keys.items() if k == key]
 
     def refresh(self) -> None:
-        """Read the configs of folders that appeared since the last look; forget those that went."""
+        """Read the configs of folders that appeared or changed since the last look; forget those that went."""
         children = sorted(p for p in self.out_dir.iterdir() if p.is_dir()) if self.out_dir.is_dir() else []
-        self._keys = {p: self._keys[p] if p in self._keys else _key(p) for p in children}
+        keys = {}
+        for folder in children:
+            # The config of a run another process is starting may be missing or half written: stamped by its size
+            # and time, it is read again once it changes.
+            stamp = _stamp(folder / "config.yaml")
+            cached = self._keys.get(folder)
+            keys[folder] = cached if cached is not None and cached[0] == stamp else (stamp, _key(folder))
+        self._keys = keys
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (0, -1)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _key(folder: Path) -> str | None:

@@ -150,7 +150,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))  # config's loader: no key twice either
     except (UnicodeDecodeError, OSError) as exc:
         raise SweepError(f"{path} cannot be read as a YAML text file: {exc}") from None
     except ConfigError as exc:
