@@ -170,6 +170,17 @@ def test_claimed_run_is_left_to_the_sweep_that_holds_it(tmp_path):
     assert listing.stdout.splitlines()[2].split()[:2] == ["in", "use"]
 
 
+def test_two_sweeps_of_one_file_at_once_train_each_run_once(tmp_path):
+    write(tmp_path, dict(GRID, grid={"run.seed": [0, 1]}, name="tiny-s{run.seed}", eval=[]))
+    command = [sys.executable, "-m", "tks", "sweep", "sweep.yaml", "--parallel", "1"]
+    first, second = (subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2))
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    assert first.returncode == second.returncode == 0, outputs
+    assert sum(o.count(": started") for o in outputs) == 2, outputs  # each run by one of them
+    assert [prefix(r) for r in run_folders(tmp_path / "out")] == ["tiny-s0", "tiny-s1"]
+    assert all("top1" in json.loads((r / "metrics.json").read_text()) for r in run_folders(tmp_path / "out"))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

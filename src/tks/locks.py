@@ -177,7 +177,7 @@ def is_held(path: str | Path) -> bool:
     """Whether a live process holds the lock at ``path``, found without creating or writing anything.
 
     For listings that must not change the folders they look at (``tks sweep --dry-run`` of committed results). The
-    file is opened read-only and locked shared for an instant: a ``acquire`` of another process at that very
+    file is opened read-only and locked shared for an instant: an ``acquire`` of another process at that very
     instant fails as if the lock were held, so only ``acquire`` itself decides who may write.
     """
     if fcntl is None:
