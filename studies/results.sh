@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The tables and figures of docs/results.md, from the committed run folders, with the project's own commands:
-# tks compare (Table 4 layout, accuracy at each test T, accuracy of each step) and tks plot (Fig. 3, 4, 5 and the
-# training curves). Reads run files only; a few minutes on 2 cores (t-SNE). Usage: studies/results.sh
+# The tables and figures of docs/results.md, from the run folders the sweeps of studies/*.yaml wrote (committed under
+# results/), with the project's own commands: tks compare (Table 4 layout, accuracy at each test T, accuracy of each
+# step) and tks plot (Fig. 3, 4, 5 and the training curves). Reads run files only; a few minutes on 2 cores (t-SNE).
+# Usage: studies/results.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TKS=${TKS:-tks}

@@ -16,7 +16,7 @@ from tks.cli import main
 from tks.compare import compare_runs
 from tks.config import load_config
 from tks.experiment import train
-from tks.locks import LockHeldError, acquire, partial_path, pid_alive, publish, remove_dead_partials
+from tks.locks import LockHeldError, acquire, is_held, partial_path, pid_alive, publish, remove_dead_partials
 
 FAST = ["optim.epochs=1", "data.num_steps=1", "run.progress=false", "run.device=cpu", "data.train_limit=256"]
 
@@ -61,6 +61,22 @@ def test_resume_of_a_folder_in_use_refuses_and_a_killed_holder_is_taken_over(fin
     assert main(["train", "--resume", str(finished_run)]) == 0  # its lock died with it: taken over silently
     assert "error" not in capsys.readouterr().err
     assert not (finished_run / ".lock").exists()  # removed when the session ended
+
+
+def test_is_held_tells_a_live_lock_from_a_stale_file_without_writing(tmp_path):
+    lock = tmp_path / ".lock"
+    assert not is_held(lock) and not lock.exists()  # no file: free, and none is made
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        before = lock.stat()
+        assert is_held(lock)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not is_held(lock)  # the file a killed holder left
+    after = lock.stat()
+    assert (after.st_mtime_ns, after.st_size) == (before.st_mtime_ns, before.st_size)
 
 
 def test_a_lock_file_naming_a_dead_process_is_taken_over(finished_run):

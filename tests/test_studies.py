@@ -1,4 +1,4 @@
-"""Study 1 of docs/results.md, shortened (a Fashion-MNIST subset, one epoch), run end to end as a user reruns it."""
+"""Study 1 of docs/results.md, shortened (a Fashion-MNIST subset, one epoch), swept end to end as a user reruns it."""
 
 import json
 import os
@@ -11,40 +11,43 @@ import pytest
 from tks.data.static import FASHION_MNIST_DEBIAN
 
 ROOT = Path(__file__).parents[1]
-BIN = Path(sys.executable).parent
+TKS = [sys.executable, "-m", "tks"]  # this interpreter, so this tks
 METHODS = ("ce", "ls", "tet", "tks", "tks-paper")
-SHORT = "--set data.train_limit=2048 --set data.test_limit=256 --set optim.epochs=1"
+SHORT = ["--set", "data.train_limit=2048", "--set", "data.test_limit=256", "--set", "optim.epochs=1"]
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DEBIAN.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_study_1_reruns_end_to_end_and_compares(tmp_path):
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "OUT": str(tmp_path / "fashion-mnist"),
-        "EXTRA": SHORT,
-        "COMMIT": "0",  # a test must not commit to the repository it runs in
-        "TKS_CACHE": str(tmp_path / "cache"),
-    }
-    script = ROOT / "studies" / "fashion_mnist.sh"
-    result = subprocess.run(["bash", str(script), "0"], capture_output=True, text=True, timeout=900, env=env)
+    env = {**os.environ, "TKS_CACHE": str(tmp_path / "cache")}
+    folder = tmp_path / "fashion-mnist"
+    study = str(ROOT / "studies" / "fashion_mnist.yaml")
+    sweep = [*TKS, "sweep", study, "--out", str(folder), "--only", "*-s0", *SHORT]  # seed 0 of every method
+    result = subprocess.run(sweep, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    runs = sorted((tmp_path / "fashion-mnist").iterdir())
+    runs = sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file())
     assert [r.name.rsplit("-", 2)[0] for r in runs] == sorted(f"fmnist-{m}-s0" for m in METHODS)
     for run in runs:
         metrics = json.loads((run / "metrics.json").read_text())
         evaluated = metrics["eval"]["checkpoint.pt"]
         assert sorted(int(t) for t in evaluated["steps"]) == [1, 2, 3, 4], run.name
+        assert {"early_exit", "activity"} <= set(evaluated) and (run / "features.npz").is_file()  # seed 0 only
         assert len(metrics["per_step"]) == 4
         assert 0.4 < metrics["top1"] <= 1.0, (run.name, metrics["top1"])  # far above chance (0.1) after 2,048 images
 
-    # A second run of the script finds every run finished and trains nothing.
-    again = subprocess.run(["bash", str(script), "0"], capture_output=True, text=True, timeout=120, env=env)
-    assert again.returncode == 0 and again.stdout.count("done already") == len(METHODS), again.stdout
+    # A run stopped after its last checkpoint but before its final metrics (and evaluations) were written: the
+    # next sweep resumes that one, evaluates it again and trains nothing else.
+    stopped = next(r for r in runs if r.name.startswith("fmnist-ce-s0-"))
+    (stopped / "metrics.json").unlink()
+    again = subprocess.run(sweep, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "5 runs, 4 finished already, 1 to do" in again.stdout, again.stdout
+    assert f"fmnist-ce-s0: resuming {stopped.name}" in again.stdout and "started" not in again.stdout
+    assert "steps" in json.loads((stopped / "metrics.json").read_text())["eval"]["checkpoint.pt"]
+    assert sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) == runs
 
     def tks(verb: str, out: str) -> subprocess.CompletedProcess:
-        command = [str(BIN / "tks"), verb, str(tmp_path / "fashion-mnist"), "--out", str(tmp_path / out)]
+        command = [*TKS, verb, str(folder), "--out", str(tmp_path / out)]
         return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
     compare = tks("compare", "tables")

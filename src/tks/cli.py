@@ -199,6 +199,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``tks sweep SWEEP... [--executor local|ray|slurm] [--parallel N] [--threads-per-run K] [--dry-run]``."""
+    from tks.sweep.command import sweep
+
+    return sweep(
+        args.sweeps,
+        executor=args.executor,
+        parallel=args.parallel,
+        threads=args.threads_per_run,
+        gpus=args.gpus_per_run,
+        overrides=args.set,
+        out_dir=args.out,
+        only=args.only,
+        dry_run=args.dry_run,
+        address=args.address,
+        partition=args.partition,
+        minutes=args.time,
+        slurm_params=args.slurm_param,
+        slurm_cluster=args.slurm_cluster,
+        out=lambda line: print(line, flush=True),
+    )
+
+
 def _print_notes(notes: list[str]) -> None:
     for note in notes:
         print(f"note: {note}")
@@ -214,6 +237,30 @@ def _choices(key: str, section: str | None = None) -> tuple[str, ...]:
 
     cls = typing.get_type_hints(LossConfig)[section] if section else LossConfig
     return typing.get_args(typing.get_type_hints(cls)[key])
+
+
+def add_eval_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments of ``tks eval``; a sweep file's ``eval`` entries are parsed with them too."""
+    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
+    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="T", help="time steps (default: trained T)")
+    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--features", action="store_true", help="save penultimate features to features.npz (t-SNE)")
+    p.add_argument("--activity", action="store_true", help="firing rates, operations and energy at the trained T")
+    p.add_argument(
+        "--early-exit",
+        type=float,
+        nargs="*",
+        default=None,
+        metavar="THRESHOLD",
+        help="anytime inference swept over confidence thresholds (default sweep when none given)",
+    )
+    p.add_argument(
+        "--event-steps",
+        choices=("truncate", "rebin"),
+        default="truncate",
+        help="event data at another T: the first T trained frames, or the events re-binned into T frames",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,26 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")
-    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
-    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="T", help="time steps (default: trained T)")
-    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--features", action="store_true", help="save penultimate features to features.npz (t-SNE)")
-    p.add_argument("--activity", action="store_true", help="firing rates, operations and energy at the trained T")
-    p.add_argument(
-        "--early-exit",
-        type=float,
-        nargs="*",
-        default=None,
-        metavar="THRESHOLD",
-        help="anytime inference swept over confidence thresholds (default sweep when none given)",
-    )
-    p.add_argument(
-        "--event-steps",
-        choices=("truncate", "rebin"),
-        default="truncate",
-        help="event data at another T: the first T trained frames, or the events re-binned into T frames",
-    )
+    add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("prepare", help="frame an event dataset once into the frame cache training reads")
@@ -309,6 +337,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
     p.set_defaults(func=cmd_report)
 
+    p = verbs.add_parser(
+        "sweep",
+        help="train a grid of runs from a sweep file: here, on Ray or on SLURM (docs/sweeps.md)",
+        epilog="Finished runs are skipped, interrupted ones resumed; the exit status is 1 when a run failed.",
+    )
+    p.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep file (YAML): base config, grid, runs, eval")
+    p.add_argument("--executor", choices=("local", "ray", "slurm"), default="local", help="where runs go (local)")
+    p.add_argument(
+        "--parallel", type=int, default=None, metavar="N", help="runs at once (local: cores / K; ray, slurm: all)"
+    )
+    p.add_argument(
+        "--threads-per-run",
+        type=int,
+        default=None,
+        metavar="K",
+        help="torch threads (CPUs) per run (1; local with --parallel alone: cores / N)",
+    )
+    p.add_argument("--gpus-per-run", type=float, default=0, metavar="G", help="GPUs per run (fractions on Ray)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder instead of the file's out_dir")
+    p.add_argument(
+        "--only", action="append", default=[], metavar="PATTERN", help="only runs whose name matches, e.g. '*-s0'"
+    )
+    p.add_argument("--dry-run", action="store_true", help="list the runs and what each needs; start nothing")
+    group = p.add_argument_group("ray")
+    group.add_argument("--address", default=None, help="address of a running Ray cluster (default: a local Ray)")
+    group = p.add_argument_group("slurm (through submitit)")
+    group.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    group.add_argument("--time", type=int, default=None, metavar="MINUTES", help="time limit of each job (1440)")
+    group.add_argument(
+        "--slurm-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another submitit parameter, e.g. slurm_mem_gb=16",
+    )
+    group.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="local: submitit's local executor, jobs on this machine without SLURM",
+    )
+    p.set_defaults(func=cmd_sweep)
+
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
@@ -325,6 +397,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": cmd_compare,
     "plot": cmd_plot,
     "report": cmd_report,
+    "sweep": cmd_sweep,
 }
 
 

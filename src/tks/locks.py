@@ -81,6 +81,10 @@ class FileLock:
         self._fd = fd
         self._owner = os.getpid()
 
+    def fileno(self) -> int | None:
+        """The locked file's descriptor: a child process that inherits it shares the lock (None: not locked)."""
+        return self._fd
+
     def release(self) -> None:
         """Remove the lock file and free the lock (once; a forked child that inherited the object does nothing)."""
         fd, self._fd = self._fd, None
@@ -167,6 +171,30 @@ def acquire(path: str | Path, *, wait: bool, on_wait: Callable[[int | None], Non
             raise
         _HELD.add(fd)
         return FileLock(path, fd)
+
+
+def is_held(path: str | Path) -> bool:
+    """Whether a live process holds the lock at ``path``, found without creating or writing anything.
+
+    For listings that must not change the folders they look at (``tks sweep --dry-run`` of committed results). The
+    file is opened read-only and locked shared for an instant: an ``acquire`` of another process at that very
+    instant fails as if the lock were held, so only ``acquire`` itself decides who may write.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # no lock file: nobody holds it (an owner removes the file when it lets go)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without flock: nothing is locked there
+        return False
+    finally:
+        os.close(fd)  # closing frees the shared lock taken just above
+    return False
 
 
 def _lock(fd: int, *, blocking: bool) -> bool | None:

@@ -1,0 +1,185 @@
+"""What ``tks sweep`` runs: read the sweep files, choose how many runs go at once, build the executor, run."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tks.sweep.driver import current_states, format_listing, run_sweep, shown_path
+from tks.sweep.executors import Executor, LocalExecutor, RayExecutor, SlurmExecutor, available_cores
+from tks.sweep.folders import SWEEP_DIR
+from tks.sweep.spec import Sweep, SweepError, load_sweep
+
+EXECUTORS = ("local", "ray", "slurm")
+SLURM_MINUTES = 24 * 60
+"""Time limit of a SLURM job unless ``--time`` says otherwise (submitit's own default is 5 minutes)."""
+
+
+def sweep(
+    paths: Sequence[str | Path],
+    *,
+    executor: str = "local",
+    parallel: int | None = None,
+    threads: int | None = None,
+    gpus: float = 0,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    only: Sequence[str] = (),
+    dry_run: bool = False,
+    address: str | None = None,
+    partition: str | None = None,
+    minutes: int | None = None,
+    slurm_params: Sequence[str] = (),
+    slurm_cluster: str = "slurm",
+    out: Callable[[str], None] = print,
+) -> int:
+    """Run (or with ``dry_run`` list) the runs of the sweep files; returns the exit status (1: a run failed).
+
+    Args:
+        paths: sweep files.
+        executor: ``local``, ``ray`` or ``slurm``.
+        parallel: runs at once (local: cores / threads; ray and slurm: every run, the engine queues them).
+        threads: torch threads (CPUs) per run (1; on the local executor with ``parallel`` alone: cores / parallel).
+        gpus: GPUs per run (Ray takes fractions; local gives each run its own CUDA_VISIBLE_DEVICES).
+        overrides: ``section.key=value`` for every run, applied after the grid.
+        out_dir: replaces the file's ``out_dir`` (one sweep file only).
+        only: shell patterns; only the runs whose name matches one are listed or run.
+        dry_run: list the runs and what each needs; start nothing, write nothing.
+        address: Ray cluster address (``ray``; None: a local Ray).
+        partition: SLURM partition (``slurm``).
+        minutes: time limit of each SLURM job (``slurm``; default ``SLURM_MINUTES``).
+        slurm_params: more submitit parameters as ``key=value`` (``slurm``).
+        slurm_cluster: ``slurm``, or ``local`` for submitit's local executor (no SLURM needed).
+        out: prints one line.
+
+    Raises:
+        SweepError: for invalid files or options, before any run starts.
+    """
+    _check_options(executor, parallel, threads, gpus, out_dir, paths, address, partition, minutes, slurm_params)
+    sweeps = [load_sweep(path, overrides, out_dir) for path in paths]
+    if only:
+        sweeps = _only(sweeps, only)
+    _check_shared_folders(sweeps)
+    if dry_run:
+        for i, one in enumerate(sweeps):
+            out(("\n" if i else "") + format_listing(one, current_states(one)))
+        return 0
+    on_this_machine = executor == "local" or (executor == "slurm" and slurm_cluster == "local")
+    if on_this_machine:  # submitit's local executor, too, starts every job it gets at once
+        parallel, threads = local_capacity(available_cores(), parallel, threads)
+    else:  # the engine queues what does not fit
+        threads = threads or 1
+        parallel = parallel or sum(len(one.runs) for one in sweeps)
+    engine: Executor
+    if executor == "local":
+        slots = _gpu_slots(int(gpus)) if gpus else None
+        if slots is not None:
+            parallel = min(parallel, len(slots))
+        engine = LocalExecutor(parallel, slots)
+    elif executor == "ray":
+        engine = RayExecutor(threads, gpus, address)
+    else:
+        params = dict(_param(item) for item in slurm_params)
+        folder = sweeps[0].out_dir / SWEEP_DIR / "submitit"
+        engine = SlurmExecutor(folder, threads, int(gpus), partition, minutes or SLURM_MINUTES, params, slurm_cluster)
+    # Local runs write run.out_dir as the user sees it (relative below the working folder); remote ones need it whole.
+    job_out_dir = shown_path if executor == "local" else str
+    return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
+
+
+def local_capacity(cores: int, parallel: int | None, threads: int | None) -> tuple[int, int]:
+    """Runs at once (N) and threads per run (K) on this machine: N x K = the cores unless both are given.
+
+    Without either, K = 1 and N = the cores: the small networks of this project gain little from a second thread
+    (on 2 cores, two one-thread runs got through 1.35x the samples per second of one two-thread run), so runs side
+    by side beat threads within a run.
+    """
+    threads = threads or (max(1, cores // parallel) if parallel else 1)
+    return parallel or max(1, cores // threads), threads
+
+
+def _check_options(
+    executor: str,
+    parallel: int | None,
+    threads: int | None,
+    gpus: float,
+    out_dir: str | Path | None,
+    paths: Sequence[str | Path],
+    address: str | None,
+    partition: str | None,
+    minutes: int | None,
+    slurm_params: Sequence[str],
+) -> None:
+    if executor not in EXECUTORS:
+        raise SweepError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    for option, value in (("--parallel", parallel), ("--threads-per-run", threads), ("--time", minutes)):
+        if value is not None and value < 1:
+            raise SweepError(f"{option} must be >= 1, got {value}")
+    if gpus < 0 or (executor != "ray" and gpus != int(gpus)):
+        raise SweepError(f"--gpus-per-run must be a whole number >= 0 (fractions only on Ray), got {gpus}")
+    if out_dir is not None and len(paths) > 1:
+        raise SweepError("--out names the folder of one sweep: give one sweep file with it")
+    wrong = [
+        (option, needs)
+        for option, value, needs in (
+            ("--address", address, "ray"),
+            ("--partition", partition, "slurm"),
+            ("--time", minutes, "slurm"),
+            ("--slurm-param", slurm_params, "slurm"),
+        )
+        if value and executor != needs
+    ]
+    if wrong:
+        option, needs = wrong[0]
+        raise SweepError(f"{option} is an option of --executor {needs}, not of {executor} (docs/sweeps.md)")
+
+
+def _only(sweeps: list[Sweep], patterns: Sequence[str]) -> list[Sweep]:
+    def wanted(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+    kept = [replace(s, runs=tuple(r for r in s.runs if wanted(r.name))) for s in sweeps]
+    if not any(s.runs for s in kept):
+        names = ", ".join(r.name for s in sweeps for r in s.runs)
+        raise SweepError(f"no run matches --only {' '.join(patterns)}; the runs are: {names}")
+    return [s for s in kept if s.runs]
+
+
+def _check_shared_folders(sweeps: Sequence[Sweep]) -> None:
+    """Two sweep files writing into one folder must not hold the same run twice."""
+    seen: dict[tuple[Path, str], Sweep] = {}
+    for one in sweeps:
+        for run in one.runs:
+            other = seen.setdefault((one.out_dir, run.key), one)
+            if other is not one:
+                raise SweepError(f"{other.path} and {one.path} both hold the run {run.name} in {one.out_dir}")
+
+
+def _gpu_slots(per_run: int) -> list[str]:
+    """CUDA_VISIBLE_DEVICES of each run slot: the visible GPUs in groups of ``per_run``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [i.strip() for i in visible.split(",") if i.strip()]
+    else:
+        import torch
+
+        ids = [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if len(ids) < per_run:
+        raise SweepError(f"--gpus-per-run {per_run}: this machine shows {len(ids)} GPU(s)")
+    return [",".join(ids[i : i + per_run]) for i in range(0, len(ids) - per_run + 1, per_run)]
+
+
+def _param(item: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise SweepError(f"--slurm-param {item!r} must look like key=value, e.g. slurm_mem_gb=16")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        return key.strip(), value

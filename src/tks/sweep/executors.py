@@ -1,0 +1,249 @@
+"""Where a sweep's jobs run: processes on this machine, Ray tasks, or SLURM jobs through submitit.
+
+Each executor takes jobs (``submit``), reports the ones that ended (``wait``), and stops what still runs when the
+sweep is interrupted (``stop``). Scheduling across machines is the engine's: Ray places a task where its CPU and GPU
+request fits, SLURM queues a job on a node of the partition. The local executor is a pool of threads, each waiting
+on one run's ``tks`` processes. Ray and submitit are optional (``pip install -e ".[ray]"`` / ``".[slurm]"``) and
+imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from tks.locks import FileLock
+from tks.sweep.jobs import Job, JobResult, execute_job
+from tks.sweep.spec import SweepError
+
+
+class Executor(Protocol):
+    """What the sweep needs of an engine that runs jobs."""
+
+    name: str
+
+    def submit(self, ident: int, job: Job, claim: FileLock) -> None:
+        """Start ``job`` (or queue it with the engine); ``ident`` names it in ``wait``'s answer."""
+
+    def wait(self, timeout: float) -> list[tuple[int, JobResult]]:
+        """The jobs that ended, waiting up to ``timeout`` seconds for the first one."""
+
+    def stop(self) -> None:
+        """Stop every job still running or queued (the sweep was interrupted)."""
+
+    def close(self) -> None:
+        """Let go of the engine."""
+
+
+def available_cores() -> int:
+    """The CPU cores this process may use (its affinity mask, e.g. a container's or a SLURM allocation's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def _failed(exc: BaseException) -> JobResult:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return JobResult(False, None, f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:400])
+
+
+class LocalExecutor:
+    """Up to ``parallel`` runs at once as processes of this machine."""
+
+    name = "local"
+
+    def __init__(self, parallel: int, gpu_slots: list[str] | None = None) -> None:
+        """A pool of ``parallel`` threads.
+
+        Args:
+            parallel: runs at once.
+            gpu_slots: CUDA_VISIBLE_DEVICES of each run slot, one run per slot at a time (None: every run sees
+                every GPU).
+        """
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tks-sweep")
+        self._futures: dict[concurrent.futures.Future, tuple[int, str | None]] = {}
+        self._processes: list[subprocess.Popen] = []
+        self._free_gpus = list(gpu_slots) if gpu_slots is not None else None
+        self._stopping = False
+
+    def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
+        gpus = self._free_gpus.pop(0) if self._free_gpus is not None else None
+        if gpus is not None:
+            job = replace(job, gpus=gpus)
+        fd = claim.fileno()
+        # The tks processes inherit the claim: a sweep that is killed leaves its runs claimed while they train.
+        future = self._pool.submit(execute_job, job, pass_fds=() if fd is None else (fd,), on_process=self._started)
+        self._futures[future] = (ident, gpus)
+
+    def _started(self, process: subprocess.Popen) -> None:
+        self._processes.append(process)
+        if self._stopping:  # a job whose training ended as the sweep was stopped: no evaluation now
+            process.terminate()
+
+    def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
+        done, _ = concurrent.futures.wait(self._futures, timeout, concurrent.futures.FIRST_COMPLETED)
+        ended = []
+        for future in done:
+            ident, gpus = self._futures.pop(future)
+            if gpus is not None:
+                self._free_gpus.append(gpus)
+            try:
+                ended.append((ident, future.result()))
+            except Exception as exc:  # noqa: BLE001 - e.g. the log cannot be written: that run fails, others go on
+                ended.append((ident, _failed(exc)))
+        self._processes = [p for p in self._processes if p.poll() is None]
+        return ended
+
+    def stop(self) -> None:  # noqa: D102
+        # Ctrl-C reaches the runs' processes too (same process group) and they stop on their own; others get SIGTERM
+        self._stopping = True
+        deadline = time.monotonic() + 5
+        while any(p.poll() is None for p in self._processes) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        concurrent.futures.wait(self._futures, 30)
+
+    def close(self) -> None:  # noqa: D102
+        self._pool.shutdown(wait=True)
+
+
+class RayExecutor:
+    """Every run a Ray task asking for ``threads`` CPUs and ``gpus`` GPUs, on a cluster or a local Ray."""
+
+    name = "ray"
+
+    def __init__(self, threads: int, gpus: float, address: str | None) -> None:
+        """Connect to Ray (or start a local one).
+
+        Args:
+            threads: CPUs per run (``num_cpus`` of each task).
+            gpus: GPUs per run (``num_gpus``; fractions share a GPU).
+            address: an existing cluster, e.g. ``auto`` or ``ray://head:10001`` (None: start a local Ray).
+        """
+        try:
+            import ray
+        except ImportError:
+            raise SweepError('--executor ray needs Ray: pip install -e ".[ray]"') from None
+        self._ray = ray
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            raise SweepError(f"cannot start or reach {where}: {_one_line(exc)}") from None
+        # A failed run is reported, not retried: rerunning the sweep resumes it from its checkpoint.
+        self._task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_job)
+        self._refs: dict[Any, int] = {}
+
+    def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
+        self._refs[self._task.remote(job)] = ident
+
+    def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
+        if not self._refs:
+            return []
+        ready, _ = self._ray.wait(list(self._refs), num_returns=1, timeout=timeout)
+        if ready:  # and any others that ended meanwhile
+            ready, _ = self._ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+        ended = []
+        for ref in ready:
+            ident = self._refs.pop(ref)
+            try:
+                ended.append((ident, self._ray.get(ref)))
+            except self._ray.exceptions.RayError as exc:  # the worker died, or the task was cancelled
+                ended.append((ident, _failed(exc)))
+        return ended
+
+    def stop(self) -> None:  # noqa: D102
+        for ref in self._refs:
+            self._ray.cancel(ref, force=True)
+
+    def close(self) -> None:  # noqa: D102
+        self._ray.shutdown()
+
+
+class SlurmExecutor:
+    """Every run a SLURM job submitted through submitit (or submitit's local executor, which needs no SLURM)."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        folder: Path,
+        threads: int,
+        gpus: int,
+        partition: str | None,
+        minutes: int,
+        parameters: Mapping[str, Any],
+        cluster: str = "slurm",
+    ) -> None:
+        """Check that submitit is there and takes the options; nothing is submitted yet.
+
+        Args:
+            folder: submitit's files (job scripts, pickled jobs and results, SLURM output).
+            threads: CPUs per run (``cpus_per_task``).
+            gpus: GPUs per run (``gpus_per_node``).
+            partition: the SLURM partition (None: the cluster's default).
+            minutes: the time limit of each job.
+            parameters: more of submitit's parameters, e.g. ``slurm_mem_gb``.
+            cluster: ``slurm``, or ``local`` for submitit's local executor.
+        """
+        try:
+            import submitit
+        except ImportError:
+            raise SweepError('--executor slurm needs submitit: pip install -e ".[slurm]"') from None
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+        except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions when it finds no SLURM
+            raise SweepError(f"cannot submit to {cluster}: {_one_line(exc)}") from None
+        options: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": threads, "tasks_per_node": 1}
+        options["name"] = "tks-sweep"
+        if gpus:
+            options["gpus_per_node"] = gpus
+        if partition is not None:
+            options["slurm_partition"] = partition
+        options.update(parameters)
+        try:
+            executor.update_parameters(**options)
+        except Exception as exc:  # noqa: BLE001 - an unknown or invalid parameter (a NameError, ValueError, ...)
+            raise SweepError(f"submitit does not take these options: {_one_line(exc)}") from None
+        self._executor = executor
+        self._jobs: dict[Any, int] = {}
+
+    def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
+        self._jobs[self._executor.submit(execute_job, job)] = ident
+
+    def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
+        deadline = time.monotonic() + timeout
+        while True:
+            done = [job for job in self._jobs if job.done()]
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        ended = []
+        for job in done:
+            ident = self._jobs.pop(job)
+            try:
+                ended.append((ident, job.result()))
+            except Exception as exc:  # noqa: BLE001 - the job failed, timed out or was cancelled
+                ended.append((ident, _failed(exc)))
+        return ended
+
+    def stop(self) -> None:  # noqa: D102
+        for job in self._jobs:
+            job.cancel(check=False)
+
+    def close(self) -> None:  # noqa: D102
+        self._jobs.clear()
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:300]

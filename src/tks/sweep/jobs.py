@@ -1,0 +1,159 @@
+"""One run's work as a self-contained job: train it (new or resumed), then evaluate it with ``tks eval``.
+
+``execute_job`` is what every executor runs, in a thread on this machine, in a Ray worker or in a SLURM job: it
+starts ``python -m tks`` with the interpreter it runs under (never a ``tks`` found on ``PATH``, which may be another
+installation), so that the job trains with the same tks as the process that runs it. Everything it needs travels
+in the ``Job`` (the resolved config as text, paths), and the output folder must be the same path where it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Literal
+
+from tks.runfiles import FINAL_CHECKPOINT
+from tks.sweep.folders import RunFolders, inspect
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one run still needs, in plain values (it is pickled to Ray workers and SLURM jobs)."""
+
+    name: str
+    key: str
+    """The run's ``experiment_key``: how the folder that ``tks train`` made is found afterwards."""
+    action: Literal["start", "resume", "evaluate"]
+    out_dir: str
+    config: str
+    """The resolved config as YAML (``start``)."""
+    folder: str | None
+    """The run folder to resume or evaluate."""
+    evals: tuple[tuple[str, ...], ...]
+    """The ``tks eval`` arguments (after the checkpoint) of each evaluation still to make."""
+    log: str
+    """The file that the output of every ``tks`` command of the job is appended to."""
+    threads: int
+    """OMP_NUM_THREADS and MKL_NUM_THREADS of the job's processes (torch's intra-op threads)."""
+    gpus: str | None = None
+    """CUDA_VISIBLE_DEVICES of the job's processes; None: as inherited (Ray and SLURM set it themselves)."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job ended."""
+
+    ok: bool
+    folder: str | None
+    """The run folder (None when training failed before it was known)."""
+    message: str = ""
+    """Why it failed, in one line."""
+    seconds: float = 0.0
+
+
+def execute_job(
+    job: Job, *, pass_fds: tuple[int, ...] = (), on_process: Callable[[subprocess.Popen], None] | None = None
+) -> JobResult:
+    """Train and evaluate one run as ``job`` says; failures are returned, not raised.
+
+    Args:
+        job: the work.
+        pass_fds: file descriptors the ``tks`` processes keep open (the local executor passes the run's claim, so
+            that the claim lasts as long as the training even if the sweep itself is killed).
+        on_process: called with every process started, so that the caller can stop it.
+    """
+    started = time.monotonic()
+    log = Path(job.log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
+    if job.gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = job.gpus
+    folder = Path(job.folder) if job.folder else None
+
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.action} {job.name} (pid {os.getpid()})\n")
+
+        def tks(*argv: str) -> str | None:
+            return _run_tks(list(argv), out, log, env, pass_fds, on_process)
+
+        error = None
+        if job.action == "start":
+            with tempfile.TemporaryDirectory(prefix="tks-sweep-") as tmp:
+                config = Path(tmp) / f"{job.name}.yaml"
+                config.write_text(job.config, encoding="utf-8")
+                error = tks("train", str(config))
+            if error is None:
+                folder = finished_folder(Path(job.out_dir), job.key)
+                if folder is None:
+                    error = f"tks train ended but no finished run folder of this run is in {job.out_dir}"
+        elif job.action == "resume":
+            error = tks("train", "--resume", str(folder))
+        for args in job.evals:
+            if error is not None:
+                break
+            error = tks("eval", str(folder / FINAL_CHECKPOINT), *args)
+    if error is not None:
+        error = f"{error} (log: {log})"
+    return JobResult(error is None, str(folder) if folder else None, error or "", time.monotonic() - started)
+
+
+def _run_tks(
+    argv: list[str],
+    out: IO[str],
+    log: Path,
+    env: dict[str, str],
+    pass_fds: tuple[int, ...],
+    on_process: Callable[[subprocess.Popen], None] | None,
+) -> str | None:
+    """Run ``python -m tks ARGV`` with its output appended to the log; None, or why it failed in one line."""
+    out.write(f"$ tks {shlex.join(argv)}\n")
+    out.flush()
+    offset = out.tell()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tks", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+        pass_fds=pass_fds,
+    )
+    if on_process is not None:
+        on_process(process)
+    code = process.wait()
+    out.seek(0, os.SEEK_END)
+    if code == 0:
+        return None
+    if code < 0:  # a signal: its last line is whatever it printed before, not a reason
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"tks {argv[0]} was killed by {name}"
+    reason = _reason(log, offset)
+    return f"tks {argv[0]} exited with status {code}" + (f": {reason}" if reason else "")
+
+
+def _reason(log: Path, offset: int) -> str:
+    """The line that says why a command failed: its ``tks: error:`` line, else its last line (an exception)."""
+    try:
+        with open(log, encoding="utf-8", errors="replace") as f:
+            f.seek(offset)
+            lines = [line.strip() for line in f.read().splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line.removeprefix("tks: error: ") for line in lines if line.startswith("tks: error: ")]
+    reason = errors[-1] if errors else (lines[-1] if lines else "")
+    return reason[:400]
+
+
+def finished_folder(out_dir: Path, key: str) -> Path | None:
+    """The finished run folder of experiment ``key`` in ``out_dir`` written last, or None."""
+    finished = [f for f in map(inspect, RunFolders(out_dir).of(key)) if f.finished]
+    if not finished:
+        return None
+    return max(finished, key=lambda f: (f.path / "metrics.json").stat().st_mtime).path
