@@ -14,7 +14,7 @@ from sklearn.model_selection import train_test_split
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
-from tks.losses import TKSLoss, linear_ramp
+from tks.losses import TKSLoss, TKSOptions, linear_ramp
 
 T = 4  # time steps
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     net = spiking_cnn()
     optimizer = torch.optim.AdamW(net.parameters(), lr=5e-3)
-    loss_fn = TKSLoss(temperature=3.0)
+    loss_fn = TKSLoss(TKSOptions(temperature=3.0))
     for epoch in range(args.epochs):
         weight = linear_ramp(epoch, args.epochs, alpha=0.7)  # 0 at the first epoch, then up towards 0.7
         net.train()

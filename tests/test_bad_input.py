@@ -65,7 +65,7 @@ def test_empty_config_warns_that_defaults_are_used(tmp_path, text):
     assert cfg == load_config(None)
 
 
-@pytest.mark.parametrize("key", ["optim.lr", "optim.warmup_lr", "model.neuron.tau", "loss.temperature"])
+@pytest.mark.parametrize("key", ["optim.lr", "optim.warmup_lr", "model.neuron.tau", "loss.tks.temperature"])
 @pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "inf", "nan"])
 def test_non_finite_numbers_are_refused(key, value):
     with pytest.raises(ConfigError, match=rf"{key} must be a finite number"):
@@ -104,7 +104,7 @@ def test_fuzzed_config_files_give_a_config_or_one_config_error(tmp_path_factory,
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.sampled_from(["loss.alpha", "optim.lr", "run.seed", "data.num_steps", "loss.name", "run.device", "loss"]),
+    st.sampled_from(["loss.tks.alpha", "optim.lr", "run.seed", "data.num_steps", "loss.name", "run.device", "loss"]),
     st.text(max_size=30),
 )
 def test_fuzzed_overrides_give_a_config_or_one_config_error(key, value):

@@ -69,7 +69,7 @@ def test_models_lists_parameter_counts(capsys):
         (["train", "missing.yaml"], "config file not found: missing.yaml"),
         (["train", "--set", "model.name=resnet"], "unknown model 'resnet'"),
         (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'"),
-        (["train", "--set", "loss.alpha=2"], r"loss.alpha must be in [0, 1]"),
+        (["train", "--set", "loss.tks.alpha=2"], r"loss.tks.alpha must be in [0, 1]"),
         (["train", "--set", "data.num_steps=0"], "data.num_steps (T) must be >= 1"),
     ],
 )

@@ -119,10 +119,13 @@ def test_csv_holds_means_and_stds(three_runs):
         (["loss.name=ls"], "LS"),
         (["loss.name=tet"], "TET"),
         (["loss.name=tks"], "TKS"),
-        (["loss.teacher=mean", "loss.student=mean", "loss.student_temperature=3"], "TKS (paper Eq. 5-7)"),
-        (["loss.teacher=mean"], "TKS (teacher=mean)"),
-        (["loss.detach_teacher=true", "loss.teacher_target=logits"], "TKS (detach_teacher, teacher_target=logits)"),
-        (["loss.teacher_source=consensus"], "TKS (teacher_source=consensus)"),
+        (["loss.tks.teacher=mean", "loss.tks.student=mean", "loss.tks.student_temperature=3"], "TKS (paper Eq. 5-7)"),
+        (["loss.tks.teacher=mean"], "TKS (teacher=mean)"),
+        (
+            ["loss.tks.detach_teacher=true", "loss.tks.teacher_target=logits"],
+            "TKS (detach_teacher, teacher_target=logits)",
+        ),
+        (["loss.tks.teacher_source=consensus"], "TKS (teacher_source=consensus)"),
         (["loss.name=strong_weak"], "Weak2Strong"),
         (["loss.name=strong_weak", "loss.strong_weak.direction=strong2weak"], "Strong2Weak"),
         (["loss.name=strong_weak", "loss.strong_weak.direction=both"], "Strong2Weak+Weak2Strong"),
@@ -139,14 +142,14 @@ def test_method_labels(overrides, label):
 
 
 def test_groups_of_one_label_are_told_apart_by_what_differs(tmp_path):
-    fake_run(tmp_path, "t3", loss="tks", overrides=("loss.temperature=3",))
-    fake_run(tmp_path, "t5", loss="tks", overrides=("loss.temperature=5",))
-    fake_run(tmp_path, "t5-other-name", loss="tks", seed=1, overrides=("loss.temperature=5", "run.name=x"))
+    fake_run(tmp_path, "t3", loss="tks", overrides=("loss.tks.temperature=3",))
+    fake_run(tmp_path, "t5", loss="tks", overrides=("loss.tks.temperature=5",))
+    fake_run(tmp_path, "t5-other-name", loss="tks", seed=1, overrides=("loss.tks.temperature=5", "run.name=x"))
     fake_run(tmp_path, "t4", loss="tks", steps=4)  # another T: another block, plain label
     groups = group_runs(read_runs([tmp_path]))
     assert [(g.num_steps, g.method, len(g.runs)) for g in groups] == [
-        (2, "TKS (loss.temperature=3.0)", 1),
-        (2, "TKS (loss.temperature=5.0)", 2),
+        (2, "TKS (loss.tks.temperature=3.0)", 1),
+        (2, "TKS (loss.tks.temperature=5.0)", 2),
         (4, "TKS", 1),
     ]
 

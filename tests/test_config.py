@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tks.config import Config, ConfigError, dump_config, load_config, to_dict
+from tks.config import Config, ConfigError, dump_config, load_config, to_dict, upgrade_stored
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.rglob("*.yaml"))
@@ -32,9 +32,9 @@ def write(tmp_path, text):
 
 def test_unknown_key_suggests_closest(tmp_path):
     with pytest.raises(
-        ConfigError, match=r"unknown config key 'loss.temprature' \(did you mean 'loss.temperature'\?\)"
+        ConfigError, match=r"unknown config key 'loss.tks.temprature' \(did you mean 'loss.tks.temperature'\?\)"
     ):
-        load_config(write(tmp_path, "loss:\n  temprature: 3\n"))
+        load_config(write(tmp_path, "loss:\n  tks:\n    temprature: 3\n"))
     with pytest.raises(ConfigError, match="unknown config key 'optimizer'.*did you mean 'optim'"):
         load_config(write(tmp_path, "optimizer: {lr: 1}\n"))
     with pytest.raises(
@@ -44,10 +44,10 @@ def test_unknown_key_suggests_closest(tmp_path):
 
 
 def test_values_are_coerced_to_declared_types(tmp_path):
-    cfg = load_config(write(tmp_path, "optim:\n  lr: 1e-3\n  epochs: 3.0\nloss:\n  temperature: 5\n"))
+    cfg = load_config(write(tmp_path, "optim:\n  lr: 1e-3\n  epochs: 3.0\nloss:\n  tks: {temperature: 5}\n"))
     assert cfg.optim.lr == 0.001 and isinstance(cfg.optim.lr, float)  # PyYAML reads "1e-3" as a string
     assert cfg.optim.epochs == 3 and isinstance(cfg.optim.epochs, int)
-    assert cfg.loss.temperature == 5.0 and isinstance(cfg.loss.temperature, float)
+    assert cfg.loss.tks.temperature == 5.0 and isinstance(cfg.loss.tks.temperature, float)
 
 
 @pytest.mark.parametrize(
@@ -57,13 +57,16 @@ def test_values_are_coerced_to_declared_types(tmp_path):
         ("optim: {lr: fast}", "optim.lr must be float"),
         ("model: {neuron: {detach_reset: 1}}", "model.neuron.detach_reset must be bool"),
         ("data: {num_steps: 0}", r"data.num_steps \(T\) must be >= 1"),
-        ("loss: {alpha: 1.5}", r"loss.alpha must be in \[0, 1\]"),
+        ("loss: {tks: {alpha: 1.5}}", r"loss.tks.alpha must be in \[0, 1\]"),
         ("loss: {name: tks2}", "loss.name must be one of.*did you mean 'tks'"),
-        ("loss: {temperature: 0}", "loss.temperature must be > 0"),
+        ("loss: {tks: {temperature: 0}}", "loss.tks.temperature must be > 0"),
+        ("loss: {ls: {smoothing: 1.0}}", r"loss.ls.smoothing must be in \[0, 1\)"),
+        ("loss: {tet: {lamb: 2}}", r"loss.tet.lamb must be in \[0, 1\]"),
         ("loss: {strong_weak: {direction: up}}", "loss.strong_weak.direction must be one of"),
         ("loss: {strong_weak: {temperature: -1}}", "loss.strong_weak.temperature must be > 0"),
         ("loss: {strong_weak: {weight: -0.5}}", "loss.strong_weak.weight must be >= 0"),
-        ("loss: {teacher_source: labels}", "loss.teacher_source must be one of.*did you mean 'label'"),
+        ("loss: {tks: {teacher_source: labels}}", "loss.tks.teacher_source must be one of.*did you mean 'label'"),
+        ("loss: {temperature: 5}", r"unknown config key 'loss.temperature' \(it is now 'loss.tks.temperature'\)"),
         ("model: {neuron: {tau: 1.0}}", "tau must be > 1"),
         ("optim: {epochs: 3, warmup_epochs: 4}", "warmup_epochs must be in"),
         ("run: {device: tpu}", "run.device must be"),
@@ -84,7 +87,7 @@ def test_overrides():
     cfg = load_config(
         None,
         [
-            "loss.temperature=5",
+            "loss.tks.temperature=5",
             "data.num_steps=2",
             "model.neuron.engine=spikingjelly",
             "data.root=/data",
@@ -93,11 +96,11 @@ def test_overrides():
         ],
     )
     assert cfg.loss.strong_weak.direction == "strong2weak" and cfg.loss.strong_weak.temperature == 2.0
-    assert cfg.loss.temperature == 5.0 and cfg.data.num_steps == 2 and cfg.model.neuron.engine == "spikingjelly"
+    assert cfg.loss.tks.temperature == 5.0 and cfg.data.num_steps == 2 and cfg.model.neuron.engine == "spikingjelly"
     assert cfg.data.root == "/data" and cfg.optim.lr == 2e-4
     assert load_config(None, ["data.root="]).data.root is None
     with pytest.raises(ConfigError, match="must look like section.key=value"):
-        load_config(None, ["loss.temperature"])
+        load_config(None, ["loss.tks.temperature"])
     with pytest.raises(ConfigError, match="unknown config key 'loss.alfa'"):
         load_config(None, ["loss.alfa=0.3"])
 
@@ -110,7 +113,7 @@ def test_missing_file():
 def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(AttributeError):
-        cfg.loss.alpha = 0.3
+        cfg.loss.tks.alpha = 0.3
 
 
 def test_selection_set_defaults_to_the_validation_split_when_there_is_one():
@@ -126,3 +129,15 @@ def test_selecting_on_val_without_a_split_is_a_clear_error():
     message = str(caught.value)
     assert "run.select_on: val needs a validation split" in message
     assert "data.val_size" in message and "run.select_on: test" in message
+
+
+def test_configs_stored_by_tks_0_1_are_read_in_the_new_layout(tmp_path):
+    flat = "loss:\n  name: tet\n  temperature: 5\n  alpha: 0.3\n  smoothing: 0.2\n  tks_smoothing: 0.1\n"
+    flat += "  tet_lambda: 0.5\n"
+    path = write(tmp_path, flat)
+    with pytest.raises(ConfigError, match="it is now 'loss.tks.temperature'"):
+        load_config(path)  # a file a user writes must use the new keys
+    cfg = load_config(path, stored=True).loss  # a run's config.yaml records what ran: read it as it was meant
+    assert (cfg.name, cfg.tks.temperature, cfg.tks.alpha, cfg.tks.smoothing) == ("tet", 5.0, 0.3, 0.1)
+    assert (cfg.ls.smoothing, cfg.tet.lamb, cfg.tet.phi) == (0.2, 0.5, 1.0)
+    assert upgrade_stored({"loss": {"tks": {"alpha": 0.1}, "alpha": 0.9}})["loss"] == {"tks": {"alpha": 0.1}}

@@ -13,7 +13,7 @@ import sklearn.datasets
 from concurrency import FORK, run_at_once
 from sklearn.datasets import load_digits
 
-from tks.config import Config, ConfigError, DataConfig, LossConfig, OptimConfig, RunConfig
+from tks.config import Config, ConfigError, DataConfig, LossConfig, OptimConfig, RunConfig, TKSOptions
 from tks.data import DataOptions, DatasetError, build_dataset, digits_dvs
 from tks.data.digits_dvs import SENSOR, ensure_digits_dvs, simulate
 from tks.data.event_io import read_atis_bin
@@ -146,7 +146,7 @@ def trained(digits_dvs_root, tmp_path_factory):
             batch_size=64,
             frames_cache=str(out / "frames"),
         ),
-        loss=LossConfig(name="tks", temperature=5.0, alpha=0.3),
+        loss=LossConfig(name="tks", tks=TKSOptions(temperature=5.0, alpha=0.3)),
         optim=OptimConfig(epochs=1, warmup_epochs=0, lr=5e-3),
         run=RunConfig(name="digits-dvs", out_dir=str(out), progress=False, device="cpu"),
     )

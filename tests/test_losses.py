@@ -1,4 +1,6 @@
+import inspect
 import math
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -7,12 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from tks.config import LossConfig, StrongWeakConfig
+from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TKSOptions
 from tks.losses import (
     Criterion,
-    LabelSmoothingLoss,
-    MeanCELoss,
-    TETLoss,
     TKSLoss,
     constant,
     label_smoothing_ce,
@@ -70,7 +69,7 @@ def test_criterion_matches_official_transcription(seed, temperature, alpha, epoc
     logits, target = make_logits(seed=seed)
     ours_in = logits.clone().requires_grad_()
     ref_in = logits.clone().requires_grad_()
-    criterion = Criterion(LossConfig(name="tks", temperature=temperature, alpha=alpha))
+    criterion = Criterion(LossConfig(name="tks", tks=TKSOptions(temperature=temperature, alpha=alpha)))
     ours = criterion(ours_in, target, epoch=epoch, epochs=epochs)
     ref_total, ref_tks = official_tks_total(list(ref_in.unbind(0)), target, temperature, alpha, epoch, epochs)
     torch.testing.assert_close(ours.total, ref_total, rtol=1e-12, atol=1e-12)
@@ -181,7 +180,7 @@ def test_criterion_names_and_weight():
     ce = Criterion(LossConfig(name="ce"))(logits, target)
     torch.testing.assert_close(ce.total, mean_ce(logits, target))
     assert set(ce.parts) == {"ce"}
-    ls = Criterion(LossConfig(name="ls", smoothing=0.2))(logits, target)
+    ls = Criterion(LossConfig(name="ls", ls=LabelSmoothingOptions(smoothing=0.2)))(logits, target)
     torch.testing.assert_close(ls.total, label_smoothing_ce(logits, target, smoothing=0.2))
     tet = Criterion(LossConfig(name="tet"))(logits, target)
     torch.testing.assert_close(tet.total, tet_loss(logits, target))
@@ -189,20 +188,34 @@ def test_criterion_names_and_weight():
     torch.testing.assert_close(tks(logits, target, epoch=0, epochs=10).total, mean_ce(logits, target))  # weight 0
     assert tks.tks_weight(5, 10) == pytest.approx(0.35)
     assert Criterion(LossConfig(name="ce")).tks_weight(5, 10) == 0.0
-    static = Criterion(LossConfig(name="tks", schedule="constant", alpha=1.0))(logits, target, epoch=0, epochs=10)
+    static_options = TKSOptions(schedule="constant", alpha=1.0)
+    static = Criterion(LossConfig(name="tks", tks=static_options))(logits, target, epoch=0, epochs=10)
     torch.testing.assert_close(static.total, tks_loss(logits, target, temperature=3.0))
 
 
-def test_modules_equal_functions():
+def test_the_module_and_the_training_loop_compute_one_objective():
     logits, target = make_logits()
-    torch.testing.assert_close(MeanCELoss()(logits, target), mean_ce(logits, target))
-    torch.testing.assert_close(LabelSmoothingLoss(0.1)(logits, target), label_smoothing_ce(logits, target))
-    torch.testing.assert_close(TETLoss()(logits, target), tet_loss(logits, target))
     w = linear_ramp(3, 10, 0.7)
     ref, _ = official_tks_total(list(logits.unbind(0)), target, 3.0, 0.7, 3, 10)
-    torch.testing.assert_close(TKSLoss(temperature=3.0)(logits, target, weight=w), ref)
+    torch.testing.assert_close(TKSLoss(TKSOptions(temperature=3.0))(logits, target, weight=w), ref)
+    # label smoothing beside TKS (official --smoothing) is the same in both forms: one objective function
+    options = TKSOptions(temperature=2.0, smoothing=0.1, teacher="mean")
+    module = TKSLoss(options)(logits, target, weight=linear_ramp(3, 10, options.alpha))
+    loop = Criterion(LossConfig(name="tks", tks=options))(logits, target, epoch=3, epochs=10).total
+    torch.testing.assert_close(module, loop, rtol=0, atol=0)
+    assert not torch.isclose(module, TKSLoss(replace(options, smoothing=0.0))(logits, target, weight=0.21))
     with pytest.raises(ValueError, match="weight must be in"):
         TKSLoss()(logits, target, weight=1.5)
+
+
+def test_the_functions_take_their_defaults_from_the_options():
+    assert TKSOptions().teacher == inspect.signature(tks_loss).parameters["teacher"].default
+    shared = set(inspect.signature(tks_loss).parameters) - {"logits", "target"}
+    assert shared == {f.name for f in fields(TKSOptions)} - {"alpha", "schedule", "smoothing"}
+    for name in shared:
+        assert inspect.signature(tks_loss).parameters[name].default == getattr(TKSOptions(), name), name
+    for name, parameter in list(inspect.signature(strong_weak_loss).parameters.items())[1:]:
+        assert parameter.default == getattr(StrongWeakOptions(), name), name
 
 
 def test_shape_errors_are_clear():
@@ -326,7 +339,7 @@ def test_strong_weak_never_reads_the_labels():
     shuffled = target[torch.randperm(len(target), generator=torch.Generator().manual_seed(0))]
     assert not torch.equal(shuffled, target)
     for direction in DIRECTIONS:
-        cfg = LossConfig(name="strong_weak", strong_weak=StrongWeakConfig(direction=direction))
+        cfg = LossConfig(name="strong_weak", strong_weak=StrongWeakOptions(direction=direction))
         a = Criterion(cfg)(logits, target)
         b = Criterion(cfg)(logits, shuffled)
         torch.testing.assert_close(a.parts["sw"], b.parts["sw"], rtol=0, atol=0)
@@ -335,7 +348,7 @@ def test_strong_weak_never_reads_the_labels():
 
 def test_strong_weak_criterion_is_ce_plus_lambda_times_the_term():
     logits, target = make_logits()
-    options = StrongWeakConfig(direction="both", temperature=3.0, weight=0.5, selection="sample", scale_t2=True)
+    options = StrongWeakOptions(direction="both", temperature=3.0, weight=0.5, selection="sample", scale_t2=True)
     out = Criterion(LossConfig(name="strong_weak", strong_weak=options))(logits, target, epoch=3, epochs=10)
     term = strong_weak_loss(logits, direction="both", temperature=3.0, selection="sample", scale_t2=True)
     torch.testing.assert_close(out.total, mean_ce(logits, target) + 0.5 * term)
@@ -399,7 +412,7 @@ def test_consensus_teacher_ignores_labels_and_differs_when_the_mean_is_wrong():
     torch.testing.assert_close(tks_loss(logits, other, temperature=3.0, teacher_source="consensus"), consensus)
     # by hand: the label teacher fed the mean prediction as its "label"
     torch.testing.assert_close(consensus, tks_loss(logits, logits.mean(0).argmax(-1), temperature=3.0))
-    cfg = LossConfig(name="tks", teacher_source="consensus", schedule="constant", alpha=1.0)
+    cfg = LossConfig(name="tks", tks=TKSOptions(teacher_source="consensus", schedule="constant", alpha=1.0))
     torch.testing.assert_close(Criterion(cfg)(logits, target).total, consensus)
     with pytest.raises(ValueError, match="teacher_source must be"):
         tks_loss(logits, target, teacher_source="vote")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tks.compare import method_label
-from tks.config import StrongWeakConfig, load_config
+from tks.config import StrongWeakOptions, load_config
 from tks.data import dataset_info
 from tks.experiment import build_model
 from tks.losses import Criterion
@@ -49,9 +49,9 @@ def test_paper_hyperparameters():
         cfg = load_config(path)
         if cfg.loss.name == "tks":
             expected = {"imagenet": (1.0, 0.7), "cifar10-dvs": (5.0, 0.3), "ncaltech101": (5.0, 0.3)}
-            assert (cfg.loss.temperature, cfg.loss.alpha) == expected.get(cfg.data.name, (3.0, 0.7)), path.name
+            assert (cfg.loss.tks.temperature, cfg.loss.tks.alpha) == expected.get(cfg.data.name, (3.0, 0.7)), path.name
         if cfg.loss.name == "strong_weak":  # Ding et al.: a = 2, lambda = 1, batch-level choice, everywhere
-            assert cfg.loss.strong_weak == StrongWeakConfig(direction=cfg.loss.strong_weak.direction), path.name
+            assert cfg.loss.strong_weak == StrongWeakOptions(direction=cfg.loss.strong_weak.direction), path.name
             twin = load_config(path.with_name(path.name.rsplit("_", 1)[0] + "_tks.yaml"))
             assert replace(cfg, loss=twin.loss, run=twin.run) == twin, f"{path.name}: not the TKS recipe, loss swapped"
         assert cfg.data.num_steps == (10 if "dvs" in cfg.data.name or cfg.data.name == "ncaltech101" else 4)

@@ -5,16 +5,18 @@ and the metrics in ``tks.metrics`` take those logits.
 """
 
 from tks import data, losses, metrics, models, snn
-from tks.config import Config, load_config
+from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
 from tks.experiment import evaluate_checkpoint, train
-from tks.losses import TKSLoss, linear_ramp, mean_ce, tet_loss, tks_loss
+from tks.losses import TKSLoss, linear_ramp, mean_ce, strong_weak_loss, tet_loss, tks_loss
 from tks.models import create_model, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Config",
+    "StrongWeakOptions",
     "TKSLoss",
+    "TKSOptions",
     "__version__",
     "create_model",
     "data",
@@ -27,6 +29,7 @@ __all__ = [
     "metrics",
     "models",
     "snn",
+    "strong_weak_loss",
     "tet_loss",
     "tks_loss",
     "train",

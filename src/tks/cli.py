@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "loss in your own code')",
     )
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: built-in digits recipe)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.alpha=0.3")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.tks.alpha=0.3")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR where it stopped")
     p.set_defaults(func=cmd_train)
 

@@ -20,7 +20,16 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from tks.config import Config, ConfigError, LossConfig, StrongWeakConfig, load_config, to_dict
+from tks.config import (
+    TKS_VARIANT_FIELDS,
+    Config,
+    ConfigError,
+    LossConfig,
+    StrongWeakOptions,
+    TKSOptions,
+    load_config,
+    to_dict,
+)
 from tks.errors import TKSError, TKSWarning
 from tks.paths import check_writable_folder
 from tks.runfiles import RunFileError, final_evaluation, is_finished, read_metrics
@@ -64,14 +73,6 @@ STRONG_WEAK_LABELS = {
 }
 METHOD_ORDER = (*METHOD_LABELS.values(), *STRONG_WEAK_LABELS.values())
 # The loss options that make a TKS run a variant of the official TKS (docs/run-files.md).
-TKS_VARIANT_FIELDS = (
-    "teacher",
-    "detach_teacher",
-    "teacher_target",
-    "student",
-    "student_temperature",
-    "teacher_source",
-)
 # Config keys that do not change the experiment: runs differing only in these are repetitions.
 NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
 
@@ -179,7 +180,7 @@ def read_run(path: str | Path) -> Run:
     path = Path(path)
     _require(path / "config.yaml", "tks train writes it when the run starts")
     try:
-        config = load_config(path / "config.yaml")
+        config = load_config(path / "config.yaml", stored=True)
     except ConfigError as exc:  # file-level messages start with the file's name: say it once
         file = str(path / "config.yaml")
         reason = _one_line(exc).removeprefix(f"{file}: ").removeprefix(f"{file} is ").removeprefix(f"{file} ")
@@ -260,7 +261,7 @@ def method_label(loss: LossConfig) -> str:
     from the paper's, e.g. "Weak2Strong (selection=sample)".
     """
     if loss.name == "strong_weak":
-        sw, paper_sw = loss.strong_weak, StrongWeakConfig()
+        sw, paper_sw = loss.strong_weak, StrongWeakOptions()
         changed = [
             f.name for f in fields(sw) if f.name != "direction" and getattr(sw, f.name) != getattr(paper_sw, f.name)
         ]
@@ -269,14 +270,14 @@ def method_label(loss: LossConfig) -> str:
     base = METHOD_LABELS[loss.name]
     if loss.name != "tks":
         return base
-    official = LossConfig()
-    changed = [f for f in TKS_VARIANT_FIELDS if getattr(loss, f) != getattr(official, f)]
+    tks, official = loss.tks, TKSOptions()
+    changed = [f for f in TKS_VARIANT_FIELDS if getattr(tks, f) != getattr(official, f)]
     if not changed:
         return base
-    paper = {"teacher": "mean", "student": "mean", "student_temperature": loss.temperature}
-    if set(changed) == set(paper) and all(getattr(loss, f) == v for f, v in paper.items()):
+    paper = {"teacher": "mean", "student": "mean", "student_temperature": tks.temperature}
+    if set(changed) == set(paper) and all(getattr(tks, f) == v for f, v in paper.items()):
         return f"{base} (paper Eq. 5-7)"
-    return f"{base} ({', '.join(_setting(f, getattr(loss, f)) for f in changed)})"
+    return f"{base} ({', '.join(_setting(f, getattr(tks, f)) for f in changed)})"
 
 
 def _setting(key: str, value: Any) -> str:
@@ -294,9 +295,13 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def experiment_settings(config: Config) -> dict[str, Any]:
-    """The flattened config without the keys that do not define the experiment (``run.*`` and NOT_EXPERIMENT)."""
+    """The flattened config without the keys that do not define the experiment.
+
+    Left out: ``run.*``, ``NOT_EXPERIMENT`` and the options of the losses the run did not use (``loss.<other>.*``).
+    """
     flat = _flat(to_dict(config))
-    return {k: v for k, v in flat.items() if not k.startswith("run.") and k not in NOT_EXPERIMENT}
+    unused = tuple(f"loss.{f.name}." for f in fields(LossConfig) if f.name not in ("name", config.loss.name))
+    return {k: v for k, v in flat.items() if not k.startswith(("run.", *unused)) and k not in NOT_EXPERIMENT}
 
 
 @dataclass(frozen=True)
@@ -326,7 +331,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Group runs by experiment; sorted by dataset, model, T, then the paper's method order.
 
     Two groups of one block whose methods share a label (e.g. TKS at temperature 3 and at 5) get the settings in
-    which they differ appended to the label, e.g. ``TKS (loss.temperature=5.0)``.
+    which they differ appended to the label, e.g. ``TKS (loss.tks.temperature=5.0)``.
     """
     by_key: dict[str, list[Run]] = {}
     for run in runs:  # JSON text as the key: settings may hold lists, which cannot be hashed

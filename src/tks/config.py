@@ -133,8 +133,86 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class StrongWeakConfig:
-    """Label-free self-distillation between time steps (Ding et al. 2025); the defaults are the paper's."""
+class LabelSmoothingOptions:
+    """Options of ``loss.name: ls``."""
+
+    smoothing: float = 0.1
+    """Label-smoothing epsilon."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.smoothing < 1.0, f"loss.ls.smoothing must be in [0, 1), got {self.smoothing}")
+
+
+@dataclass(frozen=True)
+class TETOptions:
+    """Options of ``loss.name: tet`` (Deng et al. 2022; the official TET code's values)."""
+
+    lamb: float = 1e-3
+    """Weight lambda of the MSE regulariser."""
+    phi: float = 1.0
+    """The constant the outputs are pulled towards."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.lamb <= 1.0, f"loss.tet.lamb must be in [0, 1], got {self.lamb}")
+
+
+def _variant(default: Any) -> Any:
+    """A field of ``TKSOptions`` that changes the shape of the TKS term: runs that set it are a TKS variant."""
+    return field(default=default, metadata={"variant": True})
+
+
+@dataclass(frozen=True)
+class TKSOptions:
+    """Options of ``loss.name: tks``: the one place the TKS choices are named (``tks.losses.tks_loss`` takes them).
+
+    The defaults reproduce the official code; the paper's equations are ``teacher: mean, student: mean,
+    student_temperature`` = ``temperature``. Fields marked as variants (``TKS_VARIANT_FIELDS``) change the term
+    itself; ``tks compare`` names a run that sets them a TKS variant.
+    """
+
+    temperature: float = 3.0
+    """Temperature tau of the teacher softmax and the tau^2 factor (paper: 3 for CIFAR and fine-grained, 1 for
+    ImageNet, 5 for DVS)."""
+    alpha: float = 0.7
+    """Largest weight of the TKS term (paper: 0.7, or 0.3 for DVS)."""
+    schedule: Literal["linear", "constant"] = "linear"
+    """``linear``: weight alpha * epoch / epochs (official); ``constant``: alpha throughout."""
+    smoothing: float = 0.0
+    """Label-smoothing epsilon of the CE term beside TKS (official ``--smoothing``, default 0: plain mean CE)."""
+    teacher: Literal["sum", "mean"] = _variant("sum")
+    """Aggregate of the correct steps' logits: ``sum`` (official) or ``mean`` (paper Eq. 5)."""
+    detach_teacher: bool = _variant(False)
+    """Stop gradients into the teacher (official: not detached)."""
+    teacher_target: Literal["softmax", "logits"] = _variant("softmax")
+    """``softmax``: target softmax(Z / tau) (official); ``logits``: Z itself (paper Eq. 6 read literally)."""
+    student: Literal["per_step", "mean"] = _variant("per_step")
+    """``per_step``: every step's output is a student (official); ``mean``: the time-averaged output (Eq. 7)."""
+    student_temperature: float = _variant(1.0)
+    """Temperature dividing the student logits (official 1; paper Eq. 7 uses tau)."""
+    teacher_source: Literal["label", "consensus"] = _variant("label")
+    """Which steps are "correct": those predicting the label (official) or, beyond the paper and label-free, those
+    agreeing with the time-averaged prediction (``consensus``)."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.alpha <= 1.0, f"loss.tks.alpha must be in [0, 1], got {self.alpha}")
+        _require(self.temperature > 0.0, f"loss.tks.temperature must be > 0, got {self.temperature}")
+        _require(
+            self.student_temperature > 0.0,
+            f"loss.tks.student_temperature must be > 0, got {self.student_temperature}",
+        )
+        _require(0.0 <= self.smoothing < 1.0, f"loss.tks.smoothing must be in [0, 1), got {self.smoothing}")
+
+
+TKS_VARIANT_FIELDS = tuple(f.name for f in dataclasses.fields(TKSOptions) if f.metadata.get("variant"))
+"""The ``TKSOptions`` that make a run a variant of the official TKS (not temperature, weight or schedule)."""
+
+
+@dataclass(frozen=True)
+class StrongWeakOptions:
+    """Options of ``loss.name: strong_weak``, label-free distillation between time steps (Ding et al. 2025).
+
+    The defaults are the paper's; ``tks.losses.strong_weak_loss`` takes them.
+    """
 
     direction: Literal["weak2strong", "strong2weak", "both", "cascade"] = "weak2strong"
     """Who teaches whom: the weakest step the strongest (Weak2Strong), the reverse (Strong2Weak), both terms, or a
@@ -157,50 +235,23 @@ class StrongWeakConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The training loss; ``tks.losses.Criterion`` turns it into a callable."""
+    """The training loss: ``name`` picks it, the section of that name holds its options.
+
+    ``tks.losses.Criterion`` turns it into a callable. The sections of the other losses are kept (with their
+    defaults) so that switching ``loss.name`` alone switches the loss.
+    """
 
     name: Literal["ce", "ls", "tet", "tks", "strong_weak"] = "tks"
     """``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET; ``tks``: CE + Temporal Knowledge Sharing;
-    ``strong_weak``: CE + label-free distillation between the strongest and weakest steps (``loss.strong_weak``)."""
-    smoothing: float = 0.1
-    """Label-smoothing epsilon of the ``ls`` loss."""
-    tks_smoothing: float = 0.0
-    """Label-smoothing epsilon of the CE term inside ``tks`` (official ``--smoothing``, default 0)."""
-    tet_lambda: float = 1e-3
-    """Weight of TET's MSE regulariser."""
-    tet_phi: float = 1.0
-    """Target value of TET's MSE regulariser."""
-    temperature: float = 3.0
-    """TKS temperature tau (paper: 3 for CIFAR and fine-grained, 1 for ImageNet, 5 for DVS)."""
-    alpha: float = 0.7
-    """Largest weight of the TKS term (paper: 0.7, or 0.3 for DVS)."""
-    schedule: Literal["linear", "constant"] = "linear"
-    """``linear``: weight alpha * epoch / epochs (official); ``constant``: alpha throughout."""
-    teacher: Literal["sum", "mean"] = "sum"
-    """Aggregate of the correct steps' logits: ``sum`` (official) or ``mean`` (paper Eq. 5)."""
-    detach_teacher: bool = False
-    """Stop gradients into the teacher (official: not detached)."""
-    teacher_target: Literal["softmax", "logits"] = "softmax"
-    """``softmax``: target softmax(Z / tau) (official); ``logits``: Z itself (paper Eq. 6 read literally)."""
-    student: Literal["per_step", "mean"] = "per_step"
-    """``per_step``: every step's output is a student (official); ``mean``: the time-averaged output (Eq. 7)."""
-    student_temperature: float = 1.0
-    """Temperature dividing the student logits (official 1; paper Eq. 7 uses tau)."""
-    teacher_source: Literal["label", "consensus"] = "label"
-    """Which steps are "correct": those predicting the label (official) or, beyond the paper and label-free, those
-    agreeing with the time-averaged prediction (``consensus``)."""
-    strong_weak: StrongWeakConfig = field(default_factory=StrongWeakConfig)
+    ``strong_weak``: CE + label-free distillation between the strongest and weakest steps."""
+    ls: LabelSmoothingOptions = field(default_factory=LabelSmoothingOptions)
+    """Options of ``name: ls``."""
+    tet: TETOptions = field(default_factory=TETOptions)
+    """Options of ``name: tet``."""
+    tks: TKSOptions = field(default_factory=TKSOptions)
+    """Options of ``name: tks``."""
+    strong_weak: StrongWeakOptions = field(default_factory=StrongWeakOptions)
     """Options of ``name: strong_weak``."""
-
-    def __post_init__(self) -> None:
-        _require(0.0 <= self.alpha <= 1.0, f"loss.alpha must be in [0, 1], got {self.alpha}")
-        _require(self.temperature > 0.0, f"loss.temperature must be > 0, got {self.temperature}")
-        _require(
-            self.student_temperature > 0.0, f"loss.student_temperature must be > 0, got {self.student_temperature}"
-        )
-        _require(0.0 <= self.smoothing < 1.0, f"loss.smoothing must be in [0, 1), got {self.smoothing}")
-        _require(0.0 <= self.tks_smoothing < 1.0, f"loss.tks_smoothing must be in [0, 1), got {self.tks_smoothing}")
-        _require(0.0 <= self.tet_lambda <= 1.0, f"loss.tet_lambda must be in [0, 1], got {self.tet_lambda}")
 
 
 @dataclass(frozen=True)
@@ -314,12 +365,47 @@ class Config:
         return "val" if self.data.val_size is not None else "test"
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+MOVED_KEYS = {
+    "loss.smoothing": "loss.ls.smoothing",
+    "loss.tet_lambda": "loss.tet.lamb",
+    "loss.tet_phi": "loss.tet.phi",
+    "loss.tks_smoothing": "loss.tks.smoothing",
+    **{
+        f"loss.{key}": f"loss.tks.{key}"
+        for key in ("temperature", "alpha", "schedule", "teacher", "detach_teacher", "teacher_target", "student")
+        + ("student_temperature", "teacher_source")
+    },
+}
+"""Keys of configs written by tks 0.1 (each loss's options flat in ``loss``) and where they are now."""
+
+
+def upgrade_stored(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping as an earlier tks stored it (a run's config.yaml, a checkpoint) in today's layout.
+
+    Only for configs that record a finished fact: a config a user writes with an old key is an error that names
+    the new key (``from_dict``).
+    """
+    data = dict(data)
+    loss = data.get("loss")
+    if isinstance(loss, Mapping):
+        loss = {k: dict(v) if isinstance(v, Mapping) else v for k, v in loss.items()}
+        for old, new in MOVED_KEYS.items():
+            key, (section, leaf) = old.split(".")[1], new.split(".")[1:]
+            if key in loss:
+                section_data = loss.setdefault(section, {})
+                if isinstance(section_data, dict):
+                    section_data.setdefault(leaf, loss.pop(key))
+        data["loss"] = loss
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), *, stored: bool = False) -> Config:
     """Read a YAML config strictly and apply ``section.key=value`` overrides.
 
     Args:
         path: YAML file; ``None`` starts from the defaults of ``Config()``.
-        overrides: strings like ``"loss.temperature=5"``; the value is parsed as YAML.
+        overrides: strings like ``"loss.tks.temperature=5"``; the value is parsed as YAML.
+        stored: the file is a run's ``config.yaml``, written by possibly an earlier tks: ``upgrade_stored`` it.
 
     Raises:
         ConfigError: for a missing or malformed file, an unknown key, a value of the wrong type or out of range.
@@ -342,7 +428,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
             warnings.warn(f"{path} is empty: the defaults are used", TKSWarning, stacklevel=2)
         elif not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of sections, got {type(loaded).__name__}")
-        data = loaded or {}
+        data = upgrade_stored(loaded) if stored and loaded else (loaded or {})
     for item in overrides:
         _apply_override(data, item)
     return from_dict(Config, data)
@@ -410,6 +496,8 @@ def from_dict(cls: type, data: Mapping[str, Any], prefix: str = "") -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            if f"{prefix}{key}" in MOVED_KEYS:
+                hint = f" (it is now '{MOVED_KEYS[f'{prefix}{key}']}')"
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}; valid keys: {', '.join(names)}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     return cls(**kwargs)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 
 from tks.activity import measure_activity
 from tks.checkpoint import CheckpointError, load_checkpoint
-from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict
+from tks.config import Config, ConfigError, DataConfig, ModelConfig, dump_config, from_dict, to_dict, upgrade_stored
 from tks.data import (
     ClassBalancedSampler,
     DataOptions,
@@ -286,7 +286,7 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
 
 def _stored_config(payload: dict[str, Any], path: Path) -> Config:
     try:
-        return from_dict(Config, payload["config"])
+        return from_dict(Config, upgrade_stored(payload["config"]))
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its stored config is invalid for this version of tks: {exc}") from None
 

@@ -2,21 +2,39 @@
 
 Every loss is a pure function of ``logits [T, B, K]`` (the output of step t is ``logits[t]``) and, when it needs
 labels, integer ``target [B]``; T is reduced only here and in ``tks.metrics``. ``Criterion`` combines a base loss
-with the TKS or Strong/Weak term and is what the training loop calls.
+with the TKS or Strong/Weak term and is what the training loop calls. The option dataclasses of each loss
+(``TKSOptions``, ``StrongWeakOptions``) live in ``tks.config`` and are importable from here too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tks.config import LossConfig
+from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TETOptions, TKSOptions
 from tks.errors import check_per_step
+
+__all__ = [
+    "Criterion",
+    "LossOutput",
+    "StrongWeakOptions",
+    "TKSLoss",
+    "TKSOptions",
+    "constant",
+    "label_smoothing_ce",
+    "linear_ramp",
+    "mean_ce",
+    "strong_weak_loss",
+    "strong_weak_objective",
+    "tet_loss",
+    "tks_loss",
+    "tks_objective",
+    "tks_weight",
+]
 
 Teacher = Literal["sum", "mean"]
 Student = Literal["per_step", "mean"]
@@ -39,7 +57,7 @@ def mean_ce(logits: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(logits.mean(0), target)
 
 
-def label_smoothing_ce(logits: Tensor, target: Tensor, *, smoothing: float = 0.1) -> Tensor:
+def label_smoothing_ce(logits: Tensor, target: Tensor, *, smoothing: float = LabelSmoothingOptions.smoothing) -> Tensor:
     """Label-smoothed cross-entropy of the time-averaged logits (the "LS" baseline).
 
     L = (1 - eps) * NLL(p, y) + eps * mean_k(-log p_k), p = softmax(O); identical to timm's
@@ -54,7 +72,7 @@ def label_smoothing_ce(logits: Tensor, target: Tensor, *, smoothing: float = 0.1
     return F.cross_entropy(logits.mean(0), target, label_smoothing=smoothing)
 
 
-def tet_loss(logits: Tensor, target: Tensor, *, lamb: float = 1e-3, phi: float = 1.0) -> Tensor:
+def tet_loss(logits: Tensor, target: Tensor, *, lamb: float = TETOptions.lamb, phi: float = TETOptions.phi) -> Tensor:
     """Temporal Efficient Training loss (Deng et al. 2022), as in the official TET code.
 
     L = (1 - lambda) * (1/T) sum_t CE(O_t, y) + lambda * MSE(O_t, phi), the MSE taken over every element of the
@@ -77,13 +95,13 @@ def tks_loss(
     logits: Tensor,
     target: Tensor,
     *,
-    temperature: float = 1.0,
-    teacher: Teacher = "sum",
-    detach_teacher: bool = False,
-    teacher_target: TeacherTarget = "softmax",
-    student: Student = "per_step",
-    student_temperature: float = 1.0,
-    teacher_source: TeacherSource = "label",
+    temperature: float = TKSOptions.temperature,
+    teacher: Teacher = TKSOptions.teacher,
+    detach_teacher: bool = TKSOptions.detach_teacher,
+    teacher_target: TeacherTarget = TKSOptions.teacher_target,
+    student: Student = TKSOptions.student,
+    student_temperature: float = TKSOptions.student_temperature,
+    teacher_source: TeacherSource = TKSOptions.teacher_source,
 ) -> Tensor:
     """Temporal Knowledge Sharing term (Dong, Zhao, Zeng 2023, arXiv:2304.06540), without its weight alpha.
 
@@ -159,11 +177,11 @@ def tks_loss(
 def strong_weak_loss(
     logits: Tensor,
     *,
-    direction: Direction = "weak2strong",
-    temperature: float = 2.0,
-    selection: Selection = "batch",
-    detach_teacher: bool = False,
-    scale_t2: bool = False,
+    direction: Direction = StrongWeakOptions.direction,
+    temperature: float = StrongWeakOptions.temperature,
+    selection: Selection = StrongWeakOptions.selection,
+    detach_teacher: bool = StrongWeakOptions.detach_teacher,
+    scale_t2: bool = StrongWeakOptions.scale_t2,
 ) -> Tensor:
     """Label-free self-distillation between time steps: Strong2Weak / Weak2Strong (Ding et al. 2025, arXiv:2510.07924).
 
@@ -263,87 +281,6 @@ def constant(epoch: int, epochs: int, alpha: float) -> float:
 SCHEDULES = {"linear": linear_ramp, "constant": constant}
 
 
-class MeanCELoss(nn.Module):
-    """Module form of ``mean_ce``: ``loss_fn(logits [T, B, K], target [B])``."""
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """See ``mean_ce``."""
-        return mean_ce(logits, target)
-
-
-class LabelSmoothingLoss(nn.Module):
-    """Module form of ``label_smoothing_ce`` with a fixed epsilon."""
-
-    def __init__(self, smoothing: float = 0.1) -> None:
-        super().__init__()
-        self.smoothing = smoothing
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """See ``label_smoothing_ce``."""
-        return label_smoothing_ce(logits, target, smoothing=self.smoothing)
-
-
-class TETLoss(nn.Module):
-    """Module form of ``tet_loss``."""
-
-    def __init__(self, lamb: float = 1e-3, phi: float = 1.0) -> None:
-        super().__init__()
-        self.lamb, self.phi = lamb, phi
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """See ``tet_loss``."""
-        return tet_loss(logits, target, lamb=self.lamb, phi=self.phi)
-
-
-class TKSLoss(nn.Module):
-    """The whole TKS objective for any model that returns per-step logits ``[T, B, K]`` (paper Eq. 8).
-
-    L = (1 - a) * CE(O, y) + a * ``tks_loss``(logits, y), where the caller gives the weight a of the current
-    epoch, e.g. ``linear_ramp(epoch, epochs, alpha=0.7)`` as the official code::
-
-        loss_fn = TKSLoss(temperature=3.0)
-        loss = loss_fn(model(x), y, weight=linear_ramp(epoch, epochs, 0.7))
-
-    The constructor arguments are those of ``tks_loss``; the defaults reproduce the official code.
-    """
-
-    def __init__(
-        self,
-        temperature: float = 3.0,
-        *,
-        teacher: Teacher = "sum",
-        detach_teacher: bool = False,
-        teacher_target: TeacherTarget = "softmax",
-        student: Student = "per_step",
-        student_temperature: float = 1.0,
-        teacher_source: TeacherSource = "label",
-    ) -> None:
-        super().__init__()
-        self.temperature, self.teacher, self.detach_teacher = temperature, teacher, detach_teacher
-        self.teacher_target, self.student, self.student_temperature = teacher_target, student, student_temperature
-        self.teacher_source = teacher_source
-
-    def term(self, logits: Tensor, target: Tensor) -> Tensor:
-        """The TKS term alone: ``tks_loss`` with this module's settings."""
-        return tks_loss(
-            logits,
-            target,
-            temperature=self.temperature,
-            teacher=self.teacher,
-            detach_teacher=self.detach_teacher,
-            teacher_target=self.teacher_target,
-            student=self.student,
-            student_temperature=self.student_temperature,
-            teacher_source=self.teacher_source,
-        )
-
-    def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
-        """(1 - weight) * ``mean_ce`` + weight * ``tks_loss`` of ``logits [T, B, K]`` and ``target [B]``."""
-        if not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
-        return (1.0 - weight) * mean_ce(logits, target) + weight * self.term(logits, target)
-
-
 @dataclass(frozen=True)
 class LossOutput:
     """A loss value and its named parts (detached floats-to-be), for logging."""
@@ -352,59 +289,101 @@ class LossOutput:
     parts: dict[str, Tensor]
 
 
+def tks_weight(options: TKSOptions, epoch: int, epochs: int) -> float:
+    """Weight a of the TKS term at a 0-indexed epoch: ``options.schedule`` of ``options.alpha``."""
+    return SCHEDULES[options.schedule](epoch, epochs, options.alpha)
+
+
+def tks_objective(logits: Tensor, target: Tensor, options: TKSOptions, weight: float) -> LossOutput:
+    """The whole TKS objective (paper Eq. 8): L = (1 - a) * CE_eps(O, y) + a * ``tks_loss``(logits, y; options).
+
+    CE_eps is ``label_smoothing_ce`` with eps = ``options.smoothing`` (official ``--smoothing``; 0 is exactly
+    ``mean_ce``). What both ``TKSLoss`` and the training loop (``Criterion``) compute.
+
+    Args:
+        logits: ``[T, B, K]``.
+        target: ``[B]`` class indices.
+        options: the TKS choices (``tks.config.TKSOptions``; defaults = the official code).
+        weight: a, the weight of the TKS term at this epoch (``tks_weight``), in [0, 1].
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    base = label_smoothing_ce(logits, target, smoothing=options.smoothing)
+    term = tks_loss(
+        logits,
+        target,
+        temperature=options.temperature,
+        teacher=options.teacher,
+        detach_teacher=options.detach_teacher,
+        teacher_target=options.teacher_target,
+        student=options.student,
+        student_temperature=options.student_temperature,
+        teacher_source=options.teacher_source,
+    )
+    return LossOutput((1.0 - weight) * base + weight * term, {"ce": base, "tks": term})
+
+
+def strong_weak_objective(logits: Tensor, target: Tensor, options: StrongWeakOptions) -> LossOutput:
+    """Ding et al.'s objective: L = CE(O, y) + lambda * ``strong_weak_loss``(logits; options), lambda constant."""
+    base = mean_ce(logits, target)
+    term = strong_weak_loss(
+        logits,
+        direction=options.direction,
+        temperature=options.temperature,
+        selection=options.selection,
+        detach_teacher=options.detach_teacher,
+        scale_t2=options.scale_t2,
+    )
+    return LossOutput(base + options.weight * term, {"ce": base, "sw": term})
+
+
+class TKSLoss(nn.Module):
+    """The TKS objective as a module, for any model that returns per-step logits ``[T, B, K]`` (paper Eq. 8).
+
+    ``tks_objective`` with fixed options; the caller gives the weight a of the current epoch, e.g.
+    ``tks_weight(options, epoch, epochs)`` or ``linear_ramp(epoch, epochs, alpha=0.7)`` as the official code::
+
+        loss_fn = TKSLoss(TKSOptions(temperature=3.0))
+        loss = loss_fn(model(x), y, weight=linear_ramp(epoch, epochs, 0.7))
+
+    Args:
+        options: the TKS choices (default: ``TKSOptions()``, the official code's).
+    """
+
+    def __init__(self, options: TKSOptions | None = None) -> None:
+        super().__init__()
+        self.options = options if options is not None else TKSOptions()
+
+    def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
+        """``tks_objective(logits [T, B, K], target [B], self.options, weight).total``."""
+        return tks_objective(logits, target, self.options, weight).total
+
+
 @dataclass(frozen=True)
 class Criterion:
     """The training loss of a ``LossConfig``, called on per-step logits by the training loop.
 
-    ``ce``: ``mean_ce``. ``ls``: ``label_smoothing_ce``. ``tet``: ``tet_loss``.
-    ``tks``: (1 - a) * base + a * ``tks_loss``, where a = schedule(epoch, epochs, alpha) and base is
-    ``label_smoothing_ce`` with eps = ``tks_smoothing`` (official ``--smoothing``, default 0: plain ``mean_ce``).
-    ``strong_weak``: ``mean_ce`` + lambda * ``strong_weak_loss`` with the options of ``cfg.strong_weak``.
+    ``ce``: ``mean_ce``. ``ls``: ``label_smoothing_ce``. ``tet``: ``tet_loss``. ``tks``: ``tks_objective`` at the
+    scheduled weight. ``strong_weak``: ``strong_weak_objective``. Each takes the options of its own section.
     """
 
     cfg: LossConfig
 
-    @cached_property
-    def _tks(self) -> TKSLoss:
-        cfg = self.cfg
-        return TKSLoss(
-            cfg.temperature,
-            teacher=cfg.teacher,
-            detach_teacher=cfg.detach_teacher,
-            teacher_target=cfg.teacher_target,
-            student=cfg.student,
-            student_temperature=cfg.student_temperature,
-            teacher_source=cfg.teacher_source,
-        )
-
     def tks_weight(self, epoch: int, epochs: int) -> float:
         """Weight a of the TKS term at a 0-indexed epoch (0 for the non-TKS losses)."""
-        return SCHEDULES[self.cfg.schedule](epoch, epochs, self.cfg.alpha) if self.cfg.name == "tks" else 0.0
+        return tks_weight(self.cfg.tks, epoch, epochs) if self.cfg.name == "tks" else 0.0
 
     def __call__(self, logits: Tensor, target: Tensor, *, epoch: int = 0, epochs: int = 1) -> LossOutput:
         """Loss of ``logits [T, B, K]`` against ``target [B]`` at a 0-indexed epoch out of ``epochs``."""
         cfg = self.cfg
+        if cfg.name == "tks":
+            return tks_objective(logits, target, cfg.tks, self.tks_weight(epoch, epochs))
+        if cfg.name == "strong_weak":
+            return strong_weak_objective(logits, target, cfg.strong_weak)
         if cfg.name == "ce":
             loss = mean_ce(logits, target)
         elif cfg.name == "ls":
-            loss = label_smoothing_ce(logits, target, smoothing=cfg.smoothing)
-        elif cfg.name == "tet":
-            loss = tet_loss(logits, target, lamb=cfg.tet_lambda, phi=cfg.tet_phi)
-        elif cfg.name == "strong_weak":
-            sw = cfg.strong_weak
-            base = mean_ce(logits, target)
-            term = strong_weak_loss(
-                logits,
-                direction=sw.direction,
-                temperature=sw.temperature,
-                selection=sw.selection,
-                detach_teacher=sw.detach_teacher,
-                scale_t2=sw.scale_t2,
-            )
-            return LossOutput(base + sw.weight * term, {"ce": base, "sw": term})
+            loss = label_smoothing_ce(logits, target, smoothing=cfg.ls.smoothing)
         else:
-            base = label_smoothing_ce(logits, target, smoothing=cfg.tks_smoothing)  # eps = 0 is exactly mean_ce
-            tks = self._tks.term(logits, target)
-            weight = self.tks_weight(epoch, epochs)
-            return LossOutput((1.0 - weight) * base + weight * tks, {"ce": base, "tks": tks})
+            loss = tet_loss(logits, target, lamb=cfg.tet.lamb, phi=cfg.tet.phi)
         return LossOutput(loss, {cfg.name: loss})

@@ -83,7 +83,7 @@ def _key(folder: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TKSWarning)
-            return experiment_key(load_config(config))
+            return experiment_key(load_config(config, stored=True))
     except ConfigError:
         return None
 

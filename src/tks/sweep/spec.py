@@ -287,7 +287,7 @@ def _grid(grid: Any, where: str) -> list[_Axis]:
                 "maps labels to settings instead, e.g. method: {ce: {loss.name: ce}, tks: {loss.name: tks}}"
             )
         else:
-            example = f"{key}: {{a: {{loss.alpha: 1}}}}"
+            example = f"{key}: {{a: {{loss.tks.alpha: 1}}}}"
             raise SweepError(f"{where}grid axis {key} must map labels to settings, e.g. {example}")
     return axes
 
@@ -296,7 +296,7 @@ def _explicit_runs(runs: Any, where: str) -> list[tuple[str | None, dict[str, An
     if runs is None:
         return []
     if not isinstance(runs, list) or not runs:
-        example = "- {name: abl-detached, set: {loss.detach_teacher: true}}"
+        example = "- {name: abl-detached, set: {loss.tks.detach_teacher: true}}"
         raise SweepError(f"{where}runs must be a list of runs, e.g. {example}")
     explicit = []
     for i, run in enumerate(runs, 1):
