@@ -1,6 +1,6 @@
 """Leaky integrate-and-fire neuron of the TKS paper (Eq. 2), stateless and multi-step.
 
-Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (reference-spec §1.1):
+Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (docs/reference.md §1.1):
 
     H_t = V_{t-1} + (I_t - V_{t-1}) / tau   [= (1 - 1/tau) V_{t-1} + I_t / tau]   (charge; input divided by tau)
     S_t = H(H_t - V_th)                                                         (fire; strict ">")
