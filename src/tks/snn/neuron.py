@@ -50,7 +50,7 @@ def lif_step(
     Args:
         v: membrane after the previous step, ``[B, ...]``.
         x: input current at this step, ``[B, ...]``.
-        tau: membrane time constant (> 1 for a leak; 2.0 in the paper).
+        tau: membrane time constant (> 1 for a leak; 2.0 in the official code, the paper gives no value).
         v_threshold: firing threshold (0.5 in the official code).
         surrogate: backward shape of the spike function.
         detach_reset: stop the gradient through the reset term (official: True).
