@@ -1,4 +1,4 @@
-"""Writers of tiny dataset files in each native layout (byte layouts: ecosystem.md §2.1, docs/datasets.md)."""
+"""Writers of tiny dataset files in each native layout (byte layouts: docs/datasets.md)."""
 
 import gzip
 import pickle

@@ -23,7 +23,7 @@ from tks.losses import (
 )
 
 
-# ---- a literal transcription of the official formula (reference-spec §3), written as the official code does it:
+# ---- a literal transcription of the official formula (docs/reference.md §3), written as the official code does it:
 # a list of per-step outputs, a correct-step mask, a summed teacher, a KD term per step, an epoch-linear weight.
 def official_kd(student_logits, teacher_logits, temperature):
     log_softmax = nn.LogSoftmax(dim=1)

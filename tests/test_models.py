@@ -25,7 +25,7 @@ SIZES = {
     "sew_resnet34": (3, 32),
     "sew_resnet50": (3, 32),
 }
-# parameter counts of the reference networks (reference-spec §2), K=10
+# parameter counts of the reference networks (docs/reference.md §2.6), K=10
 REFERENCE_PARAMS = {"vgg_snn": 9.27e6, "resnet19": 12.70e6, "sew_resnet19": 12.63e6}
 
 

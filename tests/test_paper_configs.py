@@ -44,7 +44,7 @@ def test_paper_config_names_its_target_and_builds(path):
 
 
 def test_paper_hyperparameters():
-    """Reference-spec §7: temperature 3 / 1 / 5 and alpha 0.7 / 0.7 / 0.3; Adam without decay on ImageNet."""
+    """docs/reference.md §7.1: temperature 3 / 1 / 5 and alpha 0.7 / 0.7 / 0.3; Adam without decay on ImageNet."""
     for path in PAPER:
         cfg = load_config(path)
         if cfg.loss.name == "tks":

@@ -95,7 +95,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NeuronConfig:
-    """The LIF neuron (reference-spec §1); the defaults are the official ones."""
+    """The LIF neuron (docs/reference.md §1); the defaults are the official ones."""
 
     engine: Literal["tks", "spikingjelly"] = "tks"
     """``tks``: the fused implementation; ``spikingjelly``: SpikingJelly's LIFNode (same numbers)."""
@@ -256,7 +256,7 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimizer and learning-rate schedule (reference-spec §5.1)."""
+    """Optimizer and learning-rate schedule (docs/reference.md §5.1)."""
 
     name: Literal["adamw", "adam"] = "adamw"
     """Optimizer; weight decay applies to weight tensors (ndim > 1) only, as timm's ``create_optimizer``."""

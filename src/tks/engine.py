@@ -154,7 +154,7 @@ class NonFiniteGuard:
 
 
 def lr_at(epoch: int, cfg: OptimConfig) -> float:
-    """Learning rate of a 0-indexed epoch: linear warmup, then cosine, stepped per epoch (timm, reference §5.1).
+    """Learning rate of a 0-indexed epoch: linear warmup, then cosine, stepped per epoch (docs/reference.md §5.1).
 
     e < W: lr = warmup_lr + e (lr0 - warmup_lr) / W;  e >= W: lr = min_lr + (lr0 - min_lr)(1 + cos(pi e / E)) / 2.
     """

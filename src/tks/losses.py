@@ -114,7 +114,7 @@ def tks_loss(
 
     and with ``student="mean"`` the single student is the time-averaged output O (paper Eq. 7).
 
-    The defaults reproduce the official code exactly (reference-spec §3): sum teacher, not detached, per-step
+    The defaults reproduce the official code exactly (docs/reference.md §3): sum teacher, not detached, per-step
     students without temperature. The paper's Eq. 5-7 reading is ``teacher="mean", student="mean",
     student_temperature=temperature``; ``teacher_target="logits"`` takes Eq. 6 literally (Z itself as the target
     weights, 1/K where no step is correct), which is not a distribution and is offered only for that comparison.
@@ -264,7 +264,7 @@ def strong_weak_loss(
 def linear_ramp(epoch: int, epochs: int, alpha: float) -> float:
     """Official TKS weight schedule: a = alpha * epoch / epochs for 0-indexed epochs.
 
-    Epoch 0 is pure base loss; the last epoch gets alpha * (epochs - 1) / epochs (reference-spec §3.5).
+    Epoch 0 is pure base loss; the last epoch gets alpha * (epochs - 1) / epochs (docs/reference.md §3.5).
     """
     return alpha * epoch / epochs
 

@@ -51,7 +51,7 @@ def cumulative_accuracy(logits: Tensor, target: Tensor) -> list[float]:
 def confidence(logits: Tensor, kind: Confidence = "logit") -> Tensor:
     """Confidence of each prediction from ``[T, N, K]`` logits, ``[N]``.
 
-    ``"logit"``: the max of the time-averaged logits, as the official AURC code ranks samples (reference-spec §6).
+    ``"logit"``: the max of the time-averaged logits, as the official AURC code ranks samples (docs/reference.md §6.2).
     ``"softmax"``: the max softmax probability of the time-averaged logits (Geifman et al.).
     """
     mean = logits.mean(0)

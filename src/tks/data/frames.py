@@ -1,6 +1,6 @@
 """Event recordings to frames ``[T, 2, S, S]``, and the datasets that serve them.
 
-Framing, as the official code (reference-spec §5.3): tonic's ``ToFrame(n_time_bins=T)`` splits the span
+Framing, as the official code (docs/reference.md §5.3): tonic's ``ToFrame(n_time_bins=T)`` splits the span
 ``[t_first, t_last]`` of a recording into T windows of ``(t_last - t_first) // T`` microseconds and counts the
 events of each polarity per pixel (channel 0 = OFF, 1 = ON). The right edge of the last window is exclusive, so
 the events at ``t_last`` are dropped (and, because the window length is floored, any in the last

@@ -1,4 +1,4 @@
-"""The paper's image transforms (reference-spec §5.2), built from torchvision.
+"""The paper's image transforms (docs/reference.md §5.2), built from torchvision.
 
 Training presets (``augment``), for CIFAR-10/100 (32 px) | ImageNet, CUB, Dogs, Cars (224 px) | Fashion-MNIST (28 px):
 

@@ -1,7 +1,7 @@
 """Spiking ResNet-19 of the tdBN paper (Zheng et al. 2021), as in the official TKS code (BrainCog ``resnet19``).
 
 Stem conv3x3 -> tdBN -> LIF; three stages of basic blocks (128 x3, 256 x3 stride 2, 512 x2 stride 2); global
-average pool; Linear 512->256 -> LIF -> Linear 256->K per step (reference-spec §2.2). A basic block is
+average pool; Linear 512->256 -> LIF -> Linear 256->K per step (docs/reference.md §2.3). A basic block is
 conv-tdBN(alpha=1)-LIF-conv-tdBN(alpha=sqrt(1/2)), plus the shortcut, then LIF *after* the addition. The first
 block of every stage has a shortcut module: conv1x1-tdBN(sqrt(1/2)) when the shape changes, else tdBN(sqrt(1/2))
 alone. ``stem_channels=64`` gives TET's variant (a conv shortcut in the first block, since 64 != 128).

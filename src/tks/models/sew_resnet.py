@@ -1,7 +1,7 @@
 """Spike-Element-Wise ResNets (Fang et al. 2021): SEW-ResNet-18/34/50 and the CIFAR SEW-ResNet-19.
 
 A SEW block ends in a spiking neuron and joins its output spikes S with the shortcut spikes A by a connect function
-g (reference-spec §2.3-2.4): ``ADD`` g = A + S (the paper's choice; outputs can exceed 1), ``AND`` g = A * S,
+g (docs/reference.md §2.4, §2.5): ``ADD`` g = A + S (the paper's choice; outputs can exceed 1), ``AND`` g = A * S,
 ``IAND`` g = A * (1 - S) in the basic block and S * (1 - A) in the bottleneck (as the official code). A shortcut that
 changes shape is conv1x1-BN-LIF.
 

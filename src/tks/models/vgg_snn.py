@@ -1,6 +1,6 @@
 """VGG-SNN, the DVS network of TET (Deng et al. 2022) used by TKS for CIFAR10-DVS and N-Caltech101.
 
-64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-AP2-FC (reference-spec §2.1): conv without bias, then
+64C3-128C3-AP2-256C3-256C3-AP2-512C3-512C3-AP2-512C3-512C3-AP2-FC (docs/reference.md §2.2): conv without bias, then
 normalisation, then a spiking neuron; average pooling; one linear layer per step on the flattened 512x3x3 map.
 
 Input:  ``[T, B, in_channels, 48, 48]`` (event frames; other sizes are pooled to 3x3 before the classifier).

@@ -2,7 +2,7 @@
 
 Convolutions, BatchNorm, pooling and linear layers have no memory, so a ``[T, B, ...]`` tensor can be folded into
 ``[T*B, ...]``, processed in one call and unfolded. BatchNorm statistics are then taken over T*B samples, the
-official "layer-by-layer" setting (reference-spec §2, common conventions). Normalisation layers all take
+official "layer-by-layer" setting (docs/reference.md §2.1). Normalisation layers all take
 ``[T, B, C, H, W]`` so that a network can switch between BN, tdBN and TEBN by name.
 """
 

@@ -1,6 +1,6 @@
 """Leaky integrate-and-fire neuron of the TKS paper (Eq. 2), stateless and multi-step.
 
-Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (reference-spec §1.1):
+Per step t, with input current I_t, time constant tau, threshold V_th and hard reset to 0 (docs/reference.md §1.1):
 
     H_t = V_{t-1} + (I_t - V_{t-1}) / tau   [= (1 - 1/tau) V_{t-1} + I_t / tau]   (charge; input divided by tau)
     S_t = H(H_t - V_th)                                                         (fire; strict ">")
@@ -50,7 +50,7 @@ def lif_step(
     Args:
         v: membrane after the previous step, ``[B, ...]``.
         x: input current at this step, ``[B, ...]``.
-        tau: membrane time constant (> 1 for a leak; 2.0 in the paper).
+        tau: membrane time constant (> 1 for a leak; 2.0 in the official code, the paper gives no value).
         v_threshold: firing threshold (0.5 in the official code).
         surrogate: backward shape of the spike function.
         detach_reset: stop the gradient through the reset term (official: True).

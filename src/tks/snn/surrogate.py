@@ -35,7 +35,7 @@ class PiecewiseQuadratic:
     """Piecewise-quadratic surrogate (Bi-Real shape), the official TKS/BrainCog ``QGateGrad``.
 
     g'(x) = alpha - alpha^2 |x| for |x| <= 1/alpha, else 0: a triangle of peak ``alpha`` and area 1.
-    With alpha = 2 (the official, hard-coded value) this is 2 - 4|x| on |x| <= 0.5 (reference-spec §1.2).
+    With alpha = 2 (the official, hard-coded value) this is 2 - 4|x| on |x| <= 0.5 (docs/reference.md §1.2).
     """
 
     alpha: float = 2.0
