@@ -50,7 +50,9 @@ class DataConfig:
     """Batch size for evaluation."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the main process); also frames event files when a cache is built."""
-    augment: Literal["official", "none", "crop_flip", "randaugment", "autoaugment", "crop_flip_rotate"] = "official"
+    augment: Literal["official", "none", "flip", "crop_flip", "randaugment", "autoaugment", "crop_flip_rotate"] = (
+        "official"
+    )
     """Training augmentation preset (docs/datasets.md); ``official``: what the official code uses on the dataset."""
     normalization: Literal["dataset", "imagenet", "official"] = "dataset"
     """Image statistics for train and test: the dataset's own, ImageNet's, or ``official`` (ImageNet's for
