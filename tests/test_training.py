@@ -21,6 +21,7 @@ from tks.cli import main
 from tks.config import LossConfig, OptimConfig
 from tks.data import to_time_major
 from tks.engine import NonFiniteLossError, build_optimizer, fit, train_one_epoch
+from tks.experiment import encoder
 from tks.losses import Criterion, LossOutput
 from tks.provenance import git_state
 from tks.snn import PerStep
@@ -298,3 +299,15 @@ def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_
     best = max(range(3), key=lambda i: (log[i]["val"]["top1"], -i)) + 1
     assert metrics["best_epoch"] == best and metrics["selected"]["top1"] == log[best - 1]["test"]["top1"]
     assert load_checkpoint(run_dir / "best.pt")["epoch"] == best
+
+
+def test_channels_last_encoder_stores_static_images_channels_last_with_the_same_values():
+    images = torch.rand(3, 2, 5, 5)
+    plain = encoder("static", 4)(images)
+    steps = encoder("static", 4, channels_last=True)(images)
+    assert torch.equal(plain, steps) and steps.shape == (4, 3, 2, 5, 5)
+    assert steps[0].is_contiguous(memory_format=torch.channels_last) and not plain[0].is_contiguous(
+        memory_format=torch.channels_last
+    )
+    frames = torch.rand(3, 4, 2, 5, 5)  # events [B, T, 2, H, W] keep their layout
+    assert torch.equal(encoder("events", 4, channels_last=True)(frames), frames.transpose(0, 1))
