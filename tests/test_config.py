@@ -116,3 +116,17 @@ def test_selecting_on_val_without_a_split_is_a_clear_error():
     message = str(caught.value)
     assert "run.select_on: val needs a validation split" in message
     assert "data.val_size" in message and "run.select_on: test" in message
+
+
+def test_convergence_study_configs_differ_only_in_the_loss_and_run_name():
+    base = to_dict(load_config(CONFIG_DIR / "studies" / "converge_ce.yaml"))
+    assert base["data"]["val_size"] == 5000 and base["data"]["num_steps"] == 4 and base["loss"]["name"] == "ce"
+    for loss in ("tks", "ls", "tet"):
+        other = to_dict(load_config(CONFIG_DIR / "studies" / f"converge_{loss}.yaml"))
+        assert other["loss"]["name"] == loss and other["run"]["name"] == f"converge-{loss}"
+        assert {k: v for k, v in other.items() if k not in ("loss", "run")} == {
+            k: v for k, v in base.items() if k not in ("loss", "run")
+        }
+        assert {k: v for k, v in other["run"].items() if k != "name"} == {
+            k: v for k, v in base["run"].items() if k != "name"
+        }
