@@ -1,15 +1,16 @@
 """FLOPs per sample and training speed of the 28x28 networks, as the convergence recipe needs them.
 
 Usage: python benchmarks/flops.py [--models spiking_lenet spiking_convnet ...] [--batch 128] [--steps 4]
-                                  [--repeats 5] [--threads 1] [--quick]
+                                  [--repeats 5] [--threads 1] [--channels-last] [--quick]
 
 For each model: parameters; forward FLOPs per sample at T steps, counted by ``torch.utils.flop_counter``
 (``FlopCounterMode``: convolutions and matrix products, 2 FLOPs per multiply-accumulate; normalisation, neurons
 and pooling are not counted) on one forward pass of a directly encoded batch, the image broadcast over T as
-``tks.data.to_time_major`` makes it (so a ``TimeInvariant`` first block counts once); the median time of a full
+``tks.experiment.encoder`` makes it (so a ``TimeInvariant`` first block counts once); the median time of a full
 training step (forward, mean cross-entropy, backward, AdamW) and of an inference forward of ``--eval-batch``
 images, as samples per second, on the CPU with ``--threads`` intra-op threads; and the seconds one epoch of 55,000
 images (Fashion-MNIST less a 5,000-image validation split) would take at that speed, data loading not included.
+``--channels-last`` puts the model and the images in channels-last layout, as ``run.channels_last`` does.
 With one thread the times are the CPU time of this process (``time.process_time``): the time on a core of its own,
 even while other work shares the machine; with more threads they are wall-clock times.
 """
@@ -24,7 +25,7 @@ import torch
 from torch.nn import functional
 from torch.utils.flop_counter import FlopCounterMode
 
-from tks.data import to_time_major
+from tks.experiment import encoder
 from tks.models import count_parameters, create_model
 
 MODELS = ("spiking_lenet", "spiking_convnet", "spiking_convnet_wide")
@@ -81,23 +82,27 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true", help="model and images channels-last")
     parser.add_argument("--quick", action="store_true", help="batch 8, one repeat (smoke test)")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.eval_batch, args.repeats = 8, 8, 1
     torch.set_num_threads(args.threads)
-    print(f"T={args.steps}, batch {args.batch} (eval {args.eval_batch}), {args.threads} thread(s), fp32\n")
+    layout = "channels-last" if args.channels_last else "contiguous"
+    print(f"T={args.steps}, batch {args.batch} (eval {args.eval_batch}), {args.threads} thread(s), fp32, {layout}\n")
+    encode = encoder("static", args.steps, channels_last=args.channels_last)
     print("| model | parameters | forward MFLOPs/sample | train samples/s | eval samples/s | train s/epoch |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in args.models:
         torch.manual_seed(0)
         model = create_model(name, num_classes=10, in_channels=1)
-        images = torch.rand(args.batch, 1, 28, 28)
-        x = to_time_major(images, "static", args.steps)
+        if args.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        x = encode(torch.rand(args.batch, 1, 28, 28))
         y = torch.randint(0, 10, (args.batch,))
         flops = forward_flops(model, x) / args.batch
         train_rate = args.batch / train_step_seconds(model, x, y, args.repeats)
-        eval_x = to_time_major(torch.rand(args.eval_batch, 1, 28, 28), "static", args.steps)
+        eval_x = encode(torch.rand(args.eval_batch, 1, 28, 28))
         eval_rate = args.eval_batch / eval_seconds(model, eval_x, args.repeats)
         print(
             f"| {name} | {count_parameters(model):,} | {flops / 1e6:.1f} | {train_rate:.0f} | {eval_rate:.0f} | "

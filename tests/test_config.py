@@ -141,3 +141,17 @@ def test_configs_stored_by_tks_0_1_are_read_in_the_new_layout(tmp_path):
     assert (cfg.name, cfg.tks.temperature, cfg.tks.alpha, cfg.tks.smoothing) == ("tet", 5.0, 0.3, 0.1)
     assert (cfg.ls.smoothing, cfg.tet.lamb, cfg.tet.phi) == (0.2, 0.5, 1.0)
     assert upgrade_stored({"loss": {"tks": {"alpha": 0.1}, "alpha": 0.9}})["loss"] == {"tks": {"alpha": 0.1}}
+
+
+def test_convergence_study_configs_differ_only_in_the_loss_and_run_name():
+    base = to_dict(load_config(CONFIG_DIR / "studies" / "converge_ce.yaml"))
+    assert base["data"]["val_size"] == 5000 and base["data"]["num_steps"] == 4 and base["loss"]["name"] == "ce"
+    for loss in ("tks", "ls", "tet"):
+        other = to_dict(load_config(CONFIG_DIR / "studies" / f"converge_{loss}.yaml"))
+        assert other["loss"]["name"] == loss and other["run"]["name"] == f"converge-{loss}"
+        assert {k: v for k, v in other.items() if k not in ("loss", "run")} == {
+            k: v for k, v in base.items() if k not in ("loss", "run")
+        }
+        assert {k: v for k, v in other["run"].items() if k != "name"} == {
+            k: v for k, v in base["run"].items() if k != "name"
+        }

@@ -84,6 +84,17 @@ def test_fashion_mnist_idx_files(tmp_path, gz):
     assert len(test) == 12 and info.in_channels == 1 and test[3][0].shape == (1, 28, 28) and test[3][1] == 3
 
 
+def test_flip_preset_mirrors_some_reads_and_changes_nothing_else(tmp_path):
+    write_fashion_mnist(tmp_path)
+    plain, _ = build_dataset("fashion-mnist", "train", str(tmp_path), DataOptions(augment="none"))
+    flipped, _ = build_dataset("fashion-mnist", "train", str(tmp_path), DataOptions(augment="flip"))
+    image = plain[5][0]
+    torch.manual_seed(0)
+    reads = [flipped[5][0] for _ in range(20)]
+    assert all(torch.equal(r, image) or torch.equal(r, image.flip(-1)) for r in reads)
+    assert any(torch.equal(r, image) for r in reads) and any(torch.equal(r, image.flip(-1)) for r in reads)
+
+
 def test_idx_reader_rejects_bad_files(tmp_path):
     path = tmp_path / "x-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros((2, 3), np.uint8))[:-1]))

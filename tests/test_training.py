@@ -22,6 +22,7 @@ from tks.config import LossConfig, OptimConfig
 from tks.data import to_time_major
 from tks.distributed import Dist
 from tks.engine import NonFiniteGuard, NonFiniteLossError, build_optimizer, fit, train_one_epoch
+from tks.experiment import encoder
 from tks.losses import Criterion, LossOutput
 from tks.provenance import git_state
 from tks.snn import PerStep
@@ -342,3 +343,15 @@ def test_an_epoch_reads_the_device_only_every_check_period(monkeypatch):
         device=torch.device("cpu"),
     )
     assert len(reads) <= 10  # checks at steps 50, 100 and the end, plus the epoch's statistics; was >= 120
+
+
+def test_channels_last_encoder_stores_static_images_channels_last_with_the_same_values():
+    images = torch.rand(3, 2, 5, 5)
+    plain = encoder("static", 4)(images)
+    steps = encoder("static", 4, channels_last=True)(images)
+    assert torch.equal(plain, steps) and steps.shape == (4, 3, 2, 5, 5)
+    assert steps[0].is_contiguous(memory_format=torch.channels_last) and not plain[0].is_contiguous(
+        memory_format=torch.channels_last
+    )
+    frames = torch.rand(3, 4, 2, 5, 5)  # events [B, T, 2, H, W] keep their layout
+    assert torch.equal(encoder("events", 4, channels_last=True)(frames), frames.transpose(0, 1))

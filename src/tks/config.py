@@ -54,7 +54,9 @@ class DataConfig:
     """Batch size for evaluation."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the main process); also frames event files when a cache is built."""
-    augment: Literal["official", "none", "crop_flip", "randaugment", "autoaugment", "crop_flip_rotate"] = "official"
+    augment: Literal["official", "none", "flip", "crop_flip", "randaugment", "autoaugment", "crop_flip_rotate"] = (
+        "official"
+    )
     """Training augmentation preset (docs/datasets.md); ``official``: what the official code uses on the dataset."""
     normalization: Literal["dataset", "imagenet", "official"] = "dataset"
     """Image statistics for train and test: the dataset's own, ImageNet's, or ``official`` (ImageNet's for
@@ -313,7 +315,8 @@ class RunConfig:
     compile: bool = False
     """Run the model through ``torch.compile``."""
     channels_last: bool = False
-    """Keep conv activations in channels-last memory layout (faster convolutions on recent GPUs)."""
+    """Keep the model, static input images and conv activations in channels-last memory layout (faster convolutions
+    on recent GPUs, and on CPUs with oneDNN: 1.45x for spiking_convnet on an AMD EPYC)."""
     deterministic: bool = False
     """Use only deterministic algorithms, so that a run (and a resumed run) repeats bit for bit."""
     tensorboard: bool = False

@@ -173,7 +173,7 @@ DATASETS: dict[str, _Entry] = {
     ),
     "digits-dvs": _event_entry(DIGITS_DVS, 34),
     "fashion-mnist": _image_entry(
-        "fashion-mnist", 10, 28, _small_images, ("official", "none", "crop_flip"), ("dataset",)
+        "fashion-mnist", 10, 28, _small_images, ("official", "none", "flip", "crop_flip"), ("dataset",)
     ),
     "cifar10": _image_entry("cifar10", 10, 32, _small_images, SMALL_PRESETS, NORMALIZATIONS),
     "cifar100": _image_entry("cifar100", 100, 32, _small_images, SMALL_PRESETS, NORMALIZATIONS),

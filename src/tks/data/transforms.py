@@ -6,6 +6,7 @@ Training presets (``augment``), for CIFAR-10/100 (32 px) | ImageNet, CUB, Dogs, 
   RandomCrop(28, pad 4) + flip.
 - ``randaugment`` (CIFAR only): crop_flip + RandAugment(2 ops, m9) + RandomErasing(0.25) (the TKS* rows).
 - ``autoaugment`` (CIFAR only): crop_flip + AutoAugment(CIFAR-10 policy) + Cutout(16) (the TET*/TEBN* recipe).
+- ``flip`` (32 and 28 px): RandomHorizontalFlip only.
 - ``official``: ``randaugment`` | ImageNet: crop_flip + ColorJitter(0.4), the others: ``crop_flip`` | ``none``.
 - ``none``: the test transform.
 
@@ -42,7 +43,7 @@ STATS: dict[str, Stats] = {
     "fashion-mnist": ((0.2860,), (0.3530,)),
 }
 
-SMALL_PRESETS = ("official", "none", "crop_flip", "randaugment", "autoaugment")
+SMALL_PRESETS = ("official", "none", "flip", "crop_flip", "randaugment", "autoaugment")
 LARGE_PRESETS = ("official", "none", "crop_flip")
 NORMALIZATIONS = ("dataset", "imagenet", "official")
 
@@ -97,6 +98,8 @@ def small_image_transforms(
         augment = "randaugment" if dataset_stats in ("cifar10", "cifar100") else "none"
     if augment == "none":
         train = _finish(train_stats)
+    elif augment == "flip":
+        train = [transforms.RandomHorizontalFlip(), *_finish(train_stats)]
     elif augment == "crop_flip":
         train = crop_flip + _finish(train_stats)
     elif augment == "randaugment":
