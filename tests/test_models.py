@@ -1,4 +1,5 @@
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ import torchvision
 from tks.errors import OptionError, StepsError, UnknownNameError
 from tks.models import count_parameters, create_model, list_models
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck, connect_function
+from tks.preflight import activation_bytes
 from tks.snn import make_neuron
 from tks.snn.layers import TEBN, make_norm
 
@@ -178,3 +180,14 @@ def test_static_input_runs_the_first_block_once_with_the_same_result(norm):
     for name, grad in grads_once.items():  # the same sums, added in another order
         scale = grads_full[name].abs().max().item()
         torch.testing.assert_close(grad, grads_full[name], rtol=0, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_memory_preflight_estimates_every_model_in_training_mode(name):
+    # The estimate runs the model on the meta device; spiking_convnet's BatchNorm1d refused its one-sample probe
+    in_channels, size = SIZES[name]
+    build_one = partial(build, name)
+    train = activation_bytes(build_one, in_channels, (size, size), steps=4, batch=8, training=True)
+    evaluate = activation_bytes(build_one, in_channels, (size, size), steps=4, batch=8, training=False)
+    assert train > evaluate > 0
+    assert activation_bytes(build_one, in_channels, (size, size), steps=8, batch=8, training=True) == 2 * train

@@ -85,13 +85,14 @@ def activation_bytes(
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(record) for m in leaves]
+    probe = 2  # one step of two samples: training-mode BatchNorm1d refuses a batch of one
     try:
-        model(torch.empty(1, 1, channels, *size, device="meta"))
+        model(torch.empty(1, probe, channels, *size, device="meta"))
     finally:
         for handle in handles:
             handle.remove()
-    per_sample_step = sum(sizes) if training else 2 * max(sizes, default=0)
-    return per_sample_step * steps * batch
+    per_probe = sum(sizes) if training else 2 * max(sizes, default=0)
+    return per_probe * steps * batch // probe
 
 
 def available_bytes(device: torch.device) -> int | None:
