@@ -361,6 +361,17 @@ def test_spikingjelly_engine_without_spikingjelly_is_one_line(no_spikingjelly):
     LIF()(torch.randn(3, 2))  # the other engines do not need it
 
 
+def test_tks_trains_without_importing_spikingjelly():
+    code = (
+        "import sys, torch, tks\n"
+        "model = tks.create_model('spiking_cnn', num_classes=3, in_channels=1)\n"
+        "model(torch.rand(2, 4, 1, 8, 8)).sum().backward()\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'spikingjelly'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
