@@ -312,6 +312,15 @@ def test_output_shape_and_dtype():
     assert set(s.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("engine", ["tks", "autograd"])
+@pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0, 4)], ids=["no steps", "empty batch"])
+def test_empty_inputs_give_empty_spikes_and_gradients(engine, shape):
+    x = torch.randn(shape, requires_grad=True)
+    spikes = LIF(engine=engine)(x)
+    spikes.sum().backward()
+    assert spikes.shape == x.grad.shape == shape
+
+
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [

@@ -94,8 +94,8 @@ def lif_reference(
     Returns:
         ``(spikes, membrane)``: both ``[T, B, ...]``; ``membrane[t]`` is V_t after the reset.
     """
-    if x_seq.shape[0] == 0:
-        return torch.empty_like(x_seq), torch.empty_like(x_seq)
+    if x_seq.shape[0] == 0:  # no steps: empty outputs, still in the autograd graph
+        return x_seq.clone(), x_seq.clone()
     v = torch.zeros_like(x_seq[0])
     spikes, membrane = [], []
     for x in x_seq:

@@ -125,11 +125,12 @@ def _(
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
     ctx.save_for_backward(output[1])
     ctx.settings = inputs[1:6]  # tau, v_threshold, surrogate, alpha, detach_reset
+    ctx.keep_membrane = inputs[6]
 
 
 def _backward(ctx: Any, grad_spikes: Tensor, grad_membrane: Tensor) -> tuple[Tensor | None, ...]:
     (h_seq,) = ctx.saved_tensors
-    if h_seq.numel() == 0:
+    if not ctx.keep_membrane:
         raise RuntimeError("tks::lif_forward ran with keep_membrane=False, so it cannot be differentiated")
     return (lif_backward(grad_spikes, h_seq, *ctx.settings), None, None, None, None, None, None)
 
