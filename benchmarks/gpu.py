@@ -8,7 +8,7 @@ it times one training step (forward, mean CE, backward, fused AdamW step) of thr
 weights:
 
   ann  ReLU instead of LIF, T folded into the batch (the floor)
-  tks  tks's LIF: on CUDA the Triton kernels of tks.snn.triton_lif behind one custom op
+  tks  tks's LIF: on CUDA the Triton kernels of tks.snn.backends.triton_lif behind one custom op
   sj   SpikingJelly 2.x LIFNode in multi-step mode (its own CUDA/Triton kernels on a GPU)
 
 in fp32 and under bf16 autocast, eager and through ``torch.compile``, and reports the median step time (CUDA

@@ -7,14 +7,19 @@ SpikingJelly's multi-step layers (step_mode="m") take and return time-major tens
 """
 
 import argparse
+import sys
 
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import nn
 
 from tks.losses import TKSLoss, TKSOptions, linear_ramp
+
+try:
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+except ImportError:  # an optional dependency of tks
+    sys.exit("this example needs SpikingJelly: pip install -e '.[spikingjelly]'")
 
 T = 4  # time steps
 

@@ -67,6 +67,7 @@ def test_same_seed_same_output(name):
 
 @pytest.mark.parametrize("name", ["spiking_cnn", "vgg_snn"])
 def test_engines_agree_on_a_whole_network(name):
+    pytest.importorskip("spikingjelly", reason="SpikingJelly is not installed (the extra)")
     x = inputs(name, 3)
     torch.testing.assert_close(build(name, seed=1)(x), build(name, seed=1, engine="spikingjelly")(x), rtol=0, atol=1e-5)
 

@@ -1,18 +1,23 @@
+import importlib.util
 import os
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 from concurrency import run_at_once
+from lif_oracle import oracle_backward, oracle_forward
 
-from tks.snn import LIF, SpikingJellyLIF, kernels, lif_reference, make_neuron, make_surrogate
-from tks.snn.kernels import load_lif_kernel
-from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager
+from tks.snn import LIF, ATan, choose_backend, lif_reference, make_neuron, make_surrogate
+from tks.snn.backends import cpu_kernel
+from tks.snn.backends.cpu_kernel import load_lif_kernel
 
 PQ2 = make_surrogate("piecewise_quadratic", 2.0)
+HAS_SPIKINGJELLY = importlib.util.find_spec("spikingjelly") is not None
+needs_spikingjelly = pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly is not installed (the extra)")
 
 
 def test_golden_trajectory_constant_input():
@@ -29,7 +34,8 @@ def test_golden_gradient_two_steps(detach_reset, expected):
     # H1 = 0.3, H2 = 0.45; g'(H - 0.5) = 2 - 4|H - 0.5| = 1.2 and 1.8. L = S1 + S2.
     # dL/dH2 = 1.8 -> dL/dI2 = 0.9; dL/dV1 = 0.9; dV1/dH1 = 1 (detached) or 1 - H1 g'(H1) = 0.64.
     # dL/dH1 = 1.2 + 0.9 * dV1/dH1 -> dL/dI1 = 1.05 or 0.888.
-    for neuron in (LIF(detach_reset=detach_reset), SpikingJellyLIF(detach_reset=detach_reset)):
+    engines = ["tks", "autograd"] + (["spikingjelly"] if HAS_SPIKINGJELLY else [])
+    for neuron in (LIF(detach_reset=detach_reset, engine=engine) for engine in engines):
         x = torch.full((2, 1), 0.6, dtype=torch.float64, requires_grad=True)
         neuron(x).sum().backward()
         torch.testing.assert_close(x.grad.flatten(), torch.tensor(expected, dtype=torch.float64))
@@ -49,9 +55,11 @@ def test_fused_equals_autograd_reference(detach_reset, surrogate, tau, v_thresho
     s = LIF(tau=tau, v_threshold=v_threshold, surrogate=sur, detach_reset=detach_reset)(b)
     (s * w).sum().backward()
     assert torch.equal(s, s_ref)
-    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-12)
+    # the kernels' order of operations is the step function's when the reset is detached (tests/lif_oracle.py)
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0 if detach_reset else 1e-12)
 
 
+@needs_spikingjelly
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("surrogate", ["piecewise_quadratic", "atan"])
@@ -60,32 +68,33 @@ def test_engines_agree_float32(seed, detach_reset, surrogate):
     x = torch.randn(8, 16, 6, 5, 5)
     w = torch.randn_like(x)
     out = {}
-    for engine in ("tks", "spikingjelly"):
+    for engine in ("tks", "spikingjelly", "autograd"):
         xx = x.clone().requires_grad_()
         s = make_neuron(engine, surrogate=surrogate, detach_reset=detach_reset)()(xx)
         (s * w).sum().backward()
         out[engine] = (s, xx.grad)
     assert out["tks"][0].mean() > 0.05  # the test exercises real spikes and resets
-    assert torch.equal(out["tks"][0], out["spikingjelly"][0])
     # same operations in the same order: bit-identical gradients with the official detached reset
     tolerance = 0.0 if detach_reset else 1e-6
-    torch.testing.assert_close(out["tks"][1], out["spikingjelly"][1], rtol=0, atol=tolerance)
+    for engine in ("spikingjelly", "autograd"):
+        assert torch.equal(out["tks"][0], out[engine][0])
+        torch.testing.assert_close(out["tks"][1], out[engine][1], rtol=0, atol=tolerance)
 
 
 @pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("detach_reset", [True, False])
 @pytest.mark.parametrize("surrogate", ["piecewise_quadratic", "atan"])
-def test_cpu_kernel_equals_eager_path(dtype, detach_reset, surrogate):
+def test_cpu_kernel_equals_the_oracle(dtype, detach_reset, surrogate):
     sur = make_surrogate(surrogate, 2.0)
     x = torch.randn(6, 3000, dtype=dtype)
     grad = torch.randn_like(x)
-    spikes, h = _lif_forward_eager(x, 2.0, 0.5)
+    spikes, h = oracle_forward(x, 2.0, 0.5)
     a = x.clone().requires_grad_()
     kernel_spikes = LIF(surrogate=sur, detach_reset=detach_reset)(a)
     kernel_spikes.backward(grad)
     assert torch.equal(kernel_spikes, spikes)
-    assert torch.equal(a.grad, _lif_backward_eager(grad, h, 2.0, 0.5, sur, detach_reset))
+    assert torch.equal(a.grad, oracle_backward(grad, h, 2.0, 0.5, sur, detach_reset))
 
 
 @pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
@@ -100,13 +109,12 @@ def test_cpu_kernel_bfloat16_is_close_to_float64():
 def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
     code = (
         "import warnings, torch\n"
-        "from tks.snn import LIF\n"
-        "from tks.snn.kernels import load_lif_kernel\n"
+        "from tks.snn import LIF, choose_backend, make_surrogate\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
-        "    lib = load_lif_kernel()\n"
+        "    backend = choose_backend(torch.device('cpu'), torch.float32, 'tks', make_surrogate('atan', 2.0))\n"
         "x = torch.full((3, 2), 0.6)\n"
-        "print(lib is None, LIF()(x).flatten().tolist(), [str(m.message)[:60] for m in w])\n"
+        "print(backend, LIF()(x).flatten().tolist(), [(m.category.__name__, str(m.message)[:47]) for m in w])\n"
     )
     disabled = subprocess.run(
         [sys.executable, "-c", code],
@@ -115,7 +123,7 @@ def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
         text=True,
         check=True,
     )
-    assert disabled.stdout.startswith("True [0.0, 0.0, 0.0, 0.0, 1.0, 1.0] []")
+    assert disabled.stdout.strip() == "autograd [0.0, 0.0, 0.0, 0.0, 1.0, 1.0] []"  # nothing built, no warning
     no_compiler = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "CC": "false", "TKS_CACHE": str(tmp_path)},
@@ -123,23 +131,164 @@ def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
         text=True,
         check=True,
     )
-    assert no_compiler.stdout.startswith("True [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]")
-    assert "could not build the fused LIF CPU kernel" in no_compiler.stdout
+    warning = "('TKSWarning', 'could not build the fused LIF CPU kernel (false')"
+    assert no_compiler.stdout.strip() == f"autograd [0.0, 0.0, 0.0, 0.0, 1.0, 1.0] [{warning}]"
+
+
+# The rule of tks.snn.backends, case by case: (device, dtype, engine, surrogate) -> backend, with both kernels there.
+# "own": Triangle (below), a surrogate of the user's.
+RULE = [
+    ("cpu", torch.float32, "tks", PQ2, "cpu_kernel"),
+    ("cpu", torch.float64, "tks", PQ2, "cpu_kernel"),
+    ("cpu", torch.bfloat16, "tks", PQ2, "cpu_kernel"),
+    ("cpu", torch.float16, "tks", PQ2, "autograd"),  # no float16 C kernel
+    ("cuda", torch.float32, "tks", PQ2, "triton"),
+    ("cuda", torch.bfloat16, "tks", PQ2, "triton"),
+    ("cuda", torch.float16, "tks", PQ2, "triton"),
+    ("cuda", torch.float64, "tks", PQ2, "autograd"),  # no float64 Triton kernel
+    ("meta", torch.float32, "tks", PQ2, "autograd"),  # other devices (meta: the preflight's shape checks)
+    ("mps", torch.float32, "tks", PQ2, "autograd"),
+    ("cpu", torch.float32, "autograd", PQ2, "autograd"),
+    ("cuda", torch.bfloat16, "autograd", PQ2, "autograd"),
+    ("cpu", torch.float32, "tks", "own", "autograd"),  # the kernels do not know its derivative
+    ("cuda", torch.float32, "tks", "own", "autograd"),
+    ("cpu", torch.float32, "spikingjelly", PQ2, "spikingjelly"),
+    ("cuda", torch.float16, "spikingjelly", PQ2, "spikingjelly"),
+]
+
+
+@pytest.fixture
+def both_kernels(monkeypatch):
+    """The rule's view of a machine where the C kernel builds and triton imports (whatever this one has)."""
+    from types import SimpleNamespace
+
+    from tks.snn.backends import fused
+
+    monkeypatch.delenv("TKS_LIF_KERNEL", raising=False)
+    monkeypatch.setattr(cpu_kernel, "load_lif_kernel", lambda: object())
+    triton = SimpleNamespace(DTYPES=(torch.float32, torch.bfloat16, torch.float16))  # triton_lif.DTYPES, checked below
+    monkeypatch.setattr(fused, "triton_kernels", lambda: triton)
+
+
+@pytest.mark.parametrize(("device", "dtype", "engine", "surrogate", "expected"), RULE)
+def test_backend_rule_picks_the_documented_backend(both_kernels, device, dtype, engine, surrogate, expected):
+    surrogate = Triangle() if surrogate == "own" else surrogate
+    assert choose_backend(torch.device(device), dtype, engine, surrogate) == expected
+
+
+@pytest.mark.parametrize(("device", "dtype", "engine", "surrogate", "expected"), RULE)
+def test_backend_rule_without_the_kernels_falls_back_to_autograd(
+    both_kernels, monkeypatch, device, dtype, engine, surrogate, expected
+):
+    surrogate = Triangle() if surrogate == "own" else surrogate
+    fallback = "autograd" if expected in ("cpu_kernel", "triton") else expected
+    monkeypatch.setenv("TKS_LIF_KERNEL", "0")
+    assert choose_backend(torch.device(device), dtype, engine, surrogate) == fallback
+    monkeypatch.delenv("TKS_LIF_KERNEL")
+    from tks.snn.backends import fused
+
+    monkeypatch.setattr(cpu_kernel, "load_lif_kernel", lambda: None)  # no C compiler
+    monkeypatch.setattr(fused, "triton_kernels", lambda: None)  # no triton
+    assert choose_backend(torch.device(device), dtype, engine, surrogate) == fallback
+
+
+def test_backend_rule_on_this_machine_and_on_fake_cuda_tensors():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    has_triton = importlib.util.find_spec("triton") is not None and os.environ.get("TKS_LIF_KERNEL", "1") != "0"
+    if has_triton:
+        from tks.snn.backends import triton_lif
+
+        assert set(triton_lif.DTYPES) == {torch.float32, torch.bfloat16, torch.float16}  # as the rule's table says
+    assert set(cpu_kernel.DTYPES) == {torch.float32, torch.float64, torch.bfloat16}
+    with FakeTensorMode():  # CUDA tensors without a GPU: the rule looks only at device and dtype
+        cuda = torch.empty(4, 8, device="cuda", dtype=torch.bfloat16)
+    assert choose_backend(cuda.device, cuda.dtype, "tks", PQ2) == ("triton" if has_triton else "autograd")
+    cpu = torch.zeros(4, 8)
+    assert choose_backend(cpu.device, cpu.dtype, "tks", PQ2) == ("cpu_kernel" if load_lif_kernel() else "autograd")
+
+
+def test_models_verbose_prints_the_backend_rule(capsys):
+    from tks.cli import main
+
+    assert main(["models", "--verbose", "--in-channels", "1"]) == 0
+    out = capsys.readouterr().out
+    cpu_f32 = "cpu_kernel" if load_lif_kernel() is not None else "autograd"
+    assert "neuron backends for engine 'tks'" in out
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("  cpu ", "  cuda "))}
+    assert rows["cpu"][0] == cpu_f32 and rows["cpu"][3] == "autograd"  # float32, float16
+    assert "spiking_cnn" in out  # and the models, as without --verbose
+
+
+@pytest.fixture
+def fresh_kernel_load(monkeypatch, tmp_path):
+    """``load_lif_kernel`` forgets the library it loaded, for a test that sets CC or TKS_CACHE; restored after."""
+    monkeypatch.setenv("TKS_CACHE", str(tmp_path / "cache"))
+    cpu_kernel.load_lif_kernel.cache_clear()
+    yield
+    monkeypatch.undo()  # the real compiler and cache first, so that the next load finds the real library again
+    cpu_kernel.load_lif_kernel.cache_clear()
+
+
+def test_failed_kernel_build_warns_one_line_and_falls_back_to_autograd(fresh_kernel_load, monkeypatch, capsys):
+    from tks.cli import main
+    from tks.errors import TKSWarning
+
+    monkeypatch.setenv("CC", "false")  # a "compiler" that fails at once
+    with pytest.warns(TKSWarning, match=r"could not build the fused LIF CPU kernel \(false exited with status 1\)"):
+        assert choose_backend(torch.device("cpu"), torch.float32, "tks", PQ2) == "autograd"
+    x = torch.full((6, 1), 0.6, requires_grad=True)
+    assert LIF()(x).flatten().tolist() == [0, 0, 1, 0, 0, 1]  # trains on, by the autograd backend
+    cpu_kernel.load_lif_kernel.cache_clear()
+    assert main(["models", "--verbose"]) == 0  # the CLI shows the warning as one line
+    out, err = capsys.readouterr()
+    assert err.startswith("tks: warning: could not build the fused LIF CPU kernel") and err.count("\n") == 1
+    assert "cpu_kernel: not built" in out
+
+
+def test_kernel_cache_key_holds_the_architecture_and_the_compiler():
+    key = cpu_kernel.cache_key(["cc"], "gcc (Debian 12.2.0-14) 12.2.0", "x86_64")
+    assert key.startswith("lif_cpu-x86_64-")
+    others = [
+        cpu_kernel.cache_key(["cc"], "gcc (Debian 12.2.0-14) 12.2.0", "aarch64"),  # another machine, same cache
+        cpu_kernel.cache_key(["cc"], "gcc (Debian 13.1.0-1) 13.1.0", "x86_64"),  # the compiler upgraded
+        cpu_kernel.cache_key(["clang"], "gcc (Debian 12.2.0-14) 12.2.0", "x86_64"),  # another compiler command
+    ]
+    assert len({key, *others}) == 4
+    assert key == cpu_kernel.cache_key(["cc"], "gcc (Debian 12.2.0-14) 12.2.0", "x86_64")  # and stable
+
+
+@pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
+def test_kernel_built_for_another_architecture_is_not_loaded(fresh_kernel_load, monkeypatch, tmp_path):
+    import platform
+
+    machine = platform.machine()
+    assert load_lif_kernel() is not None
+    (built,) = (tmp_path / "cache" / "kernels").glob("*.so")
+    assert built.name.startswith(f"lif_cpu-{machine}-")
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")  # as if the cache folder were shared with one
+    cpu_kernel.load_lif_kernel.cache_clear()
+    assert load_lif_kernel() is not None  # not the other machine's library: built anew under its own name
+    names = sorted(p.name.split("-")[1] for p in (tmp_path / "cache" / "kernels").glob("*.so"))
+    assert names == sorted([machine, "riscv64"])
 
 
 def load_fresh_kernel(cache, compiler):
     """``load_lif_kernel`` in a new cache with the given compiler command, as a process that never loaded it."""
     os.environ.update(TKS_CACHE=str(cache), CC=compiler)  # in this forked process only
-    kernels.load_lif_kernel.cache_clear()
-    return kernels.load_lif_kernel() is not None
+    cpu_kernel.load_lif_kernel.cache_clear()
+    return cpu_kernel.load_lif_kernel() is not None
 
 
 @pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the CPU kernel could not be built")
 def test_processes_loading_the_kernel_at_once_compile_it_once(tmp_path):
     compiles = tmp_path / "compiles.txt"
-    compiler = tmp_path / "cc"  # the real compiler, noting each call and taking long enough for the calls to overlap
-    real = " ".join(shlex.quote(part) for part in kernels._compiler())
-    compiler.write_text(f'#!/bin/sh\necho $$ >> {shlex.quote(str(compiles))}\nsleep 0.5\nexec {real} "$@"\n')
+    compiler = tmp_path / "cc"  # the real compiler, noting each build and taking long enough for builds to overlap
+    real = " ".join(shlex.quote(part) for part in cpu_kernel._compiler())
+    compiler.write_text(
+        f'#!/bin/sh\n[ "$1" = --version ] && exec {real} "$@"\n'  # the version query (cache key) is no build
+        f'echo $$ >> {shlex.quote(str(compiles))}\nsleep 0.5\nexec {real} "$@"\n'
+    )
     compiler.chmod(0o755)
     assert run_at_once(load_fresh_kernel, [(tmp_path / "cache", str(compiler))] * 3) == [True, True, True]
     (library,) = (tmp_path / "cache" / "kernels").iterdir()  # no temporary file, no lock file left
@@ -147,7 +296,7 @@ def test_processes_loading_the_kernel_at_once_compile_it_once(tmp_path):
     assert len(compiles.read_text().split()) == alone
 
 
-@pytest.mark.parametrize("engine", ["tks", "spikingjelly"])
+@pytest.mark.parametrize("engine", ["tks", "autograd", pytest.param("spikingjelly", marks=needs_spikingjelly)])
 def test_stateless_same_input_same_output(engine):
     neuron = make_neuron(engine)()
     x = torch.randn(5, 4, 10)
@@ -163,18 +312,101 @@ def test_output_shape_and_dtype():
     assert set(s.unique().tolist()) <= {0.0, 1.0}
 
 
-def test_make_neuron_errors():
-    with pytest.raises(ValueError, match="unknown neuron engine 'cupy'"):
-        make_neuron("cupy")
-    with pytest.raises(ValueError, match="tau must be > 1"):
-        make_neuron(tau=1.0)
-    with pytest.raises(ValueError, match="v_threshold must be > 0"):
-        LIF(v_threshold=0.0)
+@pytest.mark.parametrize("engine", ["tks", "autograd"])
+@pytest.mark.parametrize("shape", [(0, 3, 4), (3, 0, 4)], ids=["no steps", "empty batch"])
+def test_empty_inputs_give_empty_spikes_and_gradients(engine, shape):
+    x = torch.randn(shape, requires_grad=True)
+    spikes = LIF(engine=engine)(x)
+    spikes.sum().backward()
+    assert spikes.shape == x.grad.shape == shape
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: make_neuron("cupy"), "UnknownNameError", "unknown neuron engine 'cupy'; choose one of: tks, autograd"),
+        (lambda: make_neuron(surrogate="sigmoid"), "UnknownNameError", "unknown surrogate 'sigmoid'; choose one of"),
+        (lambda: make_neuron(tau=1.0), "NeuronError", "LIF tau must be > 1 (the leak is 1 - 1/tau), got 1.0"),
+        (lambda: make_neuron(tau=float("nan")), "NeuronError", "LIF tau must be > 1"),
+        (lambda: LIF(v_threshold=0.0), "NeuronError", "LIF v_threshold must be > 0, got 0.0"),
+        (lambda: make_neuron(surrogate_alpha=0.0), "SurrogateError", "surrogate alpha must be > 0, got 0.0"),
+        (
+            lambda: LIF(engine="spikingjelly", surrogate=Triangle()),
+            "NeuronError",
+            "neuron engine 'spikingjelly' has no surrogate 'triangle'",
+        ),
+    ],
+)
+def test_make_neuron_errors_are_one_line_project_errors(build, error, message):
+    from tks.errors import TKSError
+
+    with pytest.raises(TKSError) as caught:
+        build()
+    assert type(caught.value).__name__ == error
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_norm_error_is_one_line_project_error():
+    from tks.errors import UnknownNameError
+    from tks.snn.layers import make_norm
+
+    with pytest.raises(UnknownNameError, match="unknown normalisation 'layer'; choose one of: bn, tdbn, tebn"):
+        make_norm("layer")
+
+
+@pytest.fixture
+def no_spikingjelly(monkeypatch):
+    """Imports of spikingjelly fail in this test, as where the extra is not installed."""
+    for name in [name for name in sys.modules if name.split(".")[0] == "spikingjelly"] + ["spikingjelly"]:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_spikingjelly_engine_without_spikingjelly_is_one_line(no_spikingjelly):
+    from tks.snn import NeuronError
+
+    with pytest.raises(NeuronError) as caught:
+        make_neuron("spikingjelly")
+    assert str(caught.value) == "neuron engine 'spikingjelly' needs SpikingJelly: pip install -e '.[spikingjelly]'"
+    LIF()(torch.randn(3, 2))  # the other engines do not need it
+
+
+def test_tks_trains_without_importing_spikingjelly():
+    code = (
+        "import sys, torch, tks\n"
+        "model = tks.create_model('spiking_cnn', num_classes=3, in_channels=1)\n"
+        "model(torch.rand(2, 4, 1, 8, 8)).sum().backward()\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'spikingjelly'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.neuron.engine=cupy", "model.neuron.engine must be one of"),
+        ("model.neuron.surrogate=sigmoid", "model.neuron.surrogate must be one of"),
+        ("model.neuron.tau=1.0", "model.neuron.tau must be > 1"),
+        ("model.neuron.v_threshold=0", "model.neuron.v_threshold must be > 0"),
+        ("model.norm=layer", "model.norm must be one of"),
+        ("model.neuron.engine=spikingjelly", "neuron engine 'spikingjelly' needs SpikingJelly: pip install"),
+    ],
+)
+def test_neuron_errors_from_the_command_line_are_one_line(
+    override, message, no_spikingjelly, tmp_path, monkeypatch, capsys
+):
+    from tks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--set", override, "--set", "optim.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tks: error: {message}") and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # stopped before any run
 
 
 @dataclass(frozen=True)
 class Triangle:
-    """A user-defined surrogate: a triangle of half-width 1 and peak 1."""
+    """A user-defined surrogate, duck-typed: a triangle of half-width 1 and peak 1."""
 
     alpha: float = 1.0
     name: str = "triangle"
@@ -183,17 +415,48 @@ class Triangle:
         return (1.0 - x.abs()).clamp_min(0.0)
 
 
-def test_user_defined_surrogate_matches_reference():
+@dataclass(frozen=True)
+class SteepATan(ATan):
+    """A Surrogate subclass of the user's: ATan's family with another derivative, which no kernel computes."""
+
+    name: str = "steep_atan"
+
+    def derivative(self, x):
+        return 2.0 * super().derivative(x)
+
+
+@dataclass(frozen=True)
+class RenamedATan(ATan):
+    """A subclass that says the kernels compute its derivative (ATan's, unchanged)."""
+
+    name: str = "renamed_atan"
+    kernel: ClassVar[str | None] = "atan"
+
+
+@pytest.mark.parametrize("surrogate", [Triangle(), SteepATan(alpha=2.0)], ids=["duck-typed", "subclass"])
+def test_user_defined_surrogate_runs_the_autograd_backend(surrogate):
+    assert choose_backend(torch.device("cpu"), torch.float64, "tks", surrogate) == "autograd"
     x = torch.randn(5, 40, dtype=torch.float64)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
-    lif_reference(a, surrogate=Triangle())[0].sum().backward()
-    LIF(surrogate=Triangle())(b).sum().backward()
-    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-12)
+    lif_reference(a, surrogate=surrogate)[0].sum().backward()
+    LIF(surrogate=surrogate)(b).sum().backward()
+    assert torch.equal(b.grad, a.grad)
+    if isinstance(surrogate, SteepATan):  # its own derivative was used, not ATan's
+        c = x.clone().requires_grad_()
+        LIF(surrogate=ATan(alpha=2.0))(c).sum().backward()
+        assert not torch.equal(b.grad, c.grad)
 
 
-def test_lif_compiles_without_graph_breaks():
+def test_surrogate_subclass_declaring_a_kernel_keeps_it():
+    assert SteepATan.kernel is None and RenamedATan.kernel == "atan"
+    on_cpu = choose_backend(torch.device("cpu"), torch.float32, "tks", RenamedATan())
+    assert on_cpu == ("cpu_kernel" if load_lif_kernel() is not None else "autograd")
+
+
+@pytest.mark.parametrize("engine", ["tks", "autograd"])
+def test_lif_compiles_without_graph_breaks(engine):
     torch._dynamo.reset()
-    lif = LIF()
+    lif = LIF(engine=engine)
     compiled = torch.compile(lif, fullgraph=True, backend="aot_eager")  # fullgraph: a graph break is an error
     x = torch.randn(4, 3, 8)
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -201,6 +464,7 @@ def test_lif_compiles_without_graph_breaks():
     out.sum().backward()
     lif(b).sum().backward()
     assert torch.equal(out, lif(x)) and torch.equal(a.grad, b.grad)
+    torch._dynamo.reset()
 
 
 def test_channels_last_activations_keep_their_layout_and_values():
@@ -216,6 +480,7 @@ def test_channels_last_activations_keep_their_layout_and_values():
     assert torch.equal(a.grad, b.grad)
 
 
+@pytest.mark.skipif(load_lif_kernel() is None, reason="no C compiler: the operators have no CPU kernel to run")
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "batch_outermost"])
 @pytest.mark.parametrize("keep_membrane", [False, True])
 def test_lif_ops_fake_outputs_match_real_ones(layout, keep_membrane):

@@ -1,16 +1,16 @@
-"""The Triton LIF kernels (tks.snn.triton_lif), run on CPU tensors in Triton's interpreter, and the dispatch rule.
+"""The Triton LIF kernels (tks.snn.backends.triton_lif), run on CPU tensors in Triton's interpreter.
 
 Triton decides at ``@triton.jit`` time whether a kernel is compiled or interpreted (``TRITON_INTERPRET=1``), so the
-fixture below loads a private copy of the module with the variable set; the ``tks.snn.triton_lif`` that the neuron
+fixture below loads a private copy of the module with the variable set; the ``triton_lif`` that the neuron
 imports is left alone, and bare ``pytest`` behaves the same whether or not the variable is set. (This works because
 the kernels call only Triton builtins; see the module's docstring.)
 
-Tolerances: float32 must equal the eager PyTorch path bit for bit (same operations in the same order) and the
-autograd reference to 1e-6 absolute. bfloat16 and float16 must equal bit for bit what their stated semantics give
-(float32 arithmetic and state, outputs rounded to nearest even). Against float64 on the same rounded inputs, at most
-2% of spikes may flip (float16: 0.5%); where a neuron's whole spike train agrees, H must agree within the dtype's
-unit roundoff (2^-8 bfloat16, 2^-11 float16, relative and absolute) and the input gradient within 0.05 (float16:
-0.01) absolute.
+Tolerances: float32 must equal the oracle of tests/lif_oracle.py bit for bit (same operations in the same order)
+and the autograd reference to 1e-6 absolute. bfloat16 and float16 must equal bit for bit what their stated semantics
+give (float32 arithmetic and state, outputs rounded to nearest even). Against float64 on the same rounded inputs, at
+most 2% of spikes may flip (float16: 0.5%); where a neuron's whole spike train agrees, H must agree within the
+dtype's unit roundoff (2^-8 bfloat16, 2^-11 float16, relative and absolute) and the input gradient within 0.05
+(float16: 0.01) absolute.
 """
 
 import importlib.util
@@ -22,13 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from lif_oracle import oracle_backward, oracle_forward
 
-from tks.snn import LIF, lif_reference, make_surrogate
-from tks.snn import neuron as neuron_module
-from tks.snn.kernels import load_lif_kernel
-from tks.snn.neuron import _lif_backward_eager, _lif_forward_eager, lif_backend
+from tks.snn import LIF, backends, choose_backend, lif_reference, make_surrogate
+from tks.snn.backends import fused
 
-SOURCE = Path(neuron_module.__file__).with_name("triton_lif.py")
+SOURCE = Path(backends.__file__).with_name("triton_lif.py")
 SURROGATES = ["piecewise_quadratic", "atan"]
 # (tau, v_threshold, alpha): the official neuron, and values that are not powers of two, so that rounding matters
 SETTINGS = [(2.0, 0.5, 2.0), (1.7, 0.3, 1.3)]
@@ -36,7 +35,7 @@ LOW_PRECISION = [torch.bfloat16, torch.float16]
 
 
 def _load_triton_lif(interpret: bool):
-    """A fresh copy of tks/snn/triton_lif.py whose kernels are interpreted (or compiled), whatever the environment."""
+    """A fresh copy of tks/snn/backends/triton_lif.py, kernels interpreted (or compiled) whatever the environment."""
     pytest.importorskip("triton", reason="triton is not installed")
     # Triton's own library is decorated when triton.language is first imported, and it must stay in the process's
     # mode (Triton checks that later): import it before the variable changes, so that only this copy is affected.
@@ -82,14 +81,14 @@ def _fp32_state_forward(x: torch.Tensor, tau: float, v_threshold: float) -> tupl
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("steps", [1, 2, 4, 7])
-def test_float32_equals_eager_path_and_autograd_reference(kernels, steps, layout):
+def test_float32_equals_the_oracle_and_autograd_reference(kernels, steps, layout):
     x = _inputs(steps, layout)
     grad = torch.randn_like(x)
     for tau, v_threshold, alpha in SETTINGS:
         spikes, h_seq = kernels.lif_forward(x, tau, v_threshold, True)
-        eager_spikes, eager_h = _lif_forward_eager(x, tau, v_threshold)
+        oracle_spikes, oracle_h = oracle_forward(x, tau, v_threshold)
         assert spikes.stride() == h_seq.stride() == x.stride()  # written in the input's layout, no copy
-        assert torch.equal(spikes, eager_spikes) and torch.equal(h_seq, eager_h)
+        assert torch.equal(spikes, oracle_spikes) and torch.equal(h_seq, oracle_h)
         if steps > 1:
             assert 0.05 < spikes.mean() < 0.5  # real spikes and resets, not a silent or saturated layer
         no_membrane_spikes, empty = kernels.lif_forward(x, tau, v_threshold, False)
@@ -99,8 +98,8 @@ def test_float32_equals_eager_path_and_autograd_reference(kernels, steps, layout
             for detach_reset in (True, False):
                 grad_x = kernels.lif_backward(grad, h_seq, tau, v_threshold, surrogate, alpha, detach_reset)
                 assert grad_x.stride() == x.stride()
-                eager = _lif_backward_eager(grad, h_seq, tau, v_threshold, sur, detach_reset)
-                assert torch.equal(grad_x, eager), (surrogate, detach_reset, tau)
+                oracle = oracle_backward(grad, h_seq, tau, v_threshold, sur, detach_reset)
+                assert torch.equal(grad_x, oracle), (surrogate, detach_reset, tau)
                 a = x.clone().requires_grad_()
                 ref_spikes, _ = lif_reference(
                     a, tau=tau, v_threshold=v_threshold, surrogate=sur, detach_reset=detach_reset
@@ -122,12 +121,12 @@ def test_low_precision_keeps_float32_state(kernels, dtype, steps, layout):
         expected_spikes, expected_h = _fp32_state_forward(x, tau, v_threshold)
         assert torch.equal(spikes, expected_spikes) and torch.equal(h_seq, expected_h)
         # Against float64 on the same (rounded) inputs: few flips; elsewhere within rounding.
-        exact_spikes, _ = _lif_forward_eager(x.double(), tau, v_threshold)
+        exact_spikes, _ = oracle_forward(x.double(), tau, v_threshold)
         flips = (spikes.double() != exact_spikes).double().mean()
         assert flips <= (0.02 if dtype == torch.bfloat16 else 0.005)
         agree = (spikes.double() == exact_spikes).flatten(1).all(0)  # neurons whose whole spike train agrees
         assert agree.double().mean() > 0.9
-        exact_h = _lif_forward_eager(x.double(), tau, v_threshold)[1].flatten(1)[:, agree]
+        exact_h = oracle_forward(x.double(), tau, v_threshold)[1].flatten(1)[:, agree]
         ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11  # relative spacing of the dtype just below 1
         torch.testing.assert_close(h_seq.double().flatten(1)[:, agree], exact_h, rtol=ulp, atol=ulp)
         for surrogate in SURROGATES:
@@ -135,8 +134,8 @@ def test_low_precision_keeps_float32_state(kernels, dtype, steps, layout):
             for detach_reset in (True, False):
                 grad_x = kernels.lif_backward(grad, h_seq, tau, v_threshold, surrogate, alpha, detach_reset)
                 assert grad_x.dtype == dtype
-                # float32 arithmetic on the stored values, then one rounding: the eager path in float32 exactly
-                expected = _lif_backward_eager(grad.float(), h_seq.float(), tau, v_threshold, sur, detach_reset)
+                # float32 arithmetic on the stored values, then one rounding: the oracle in float32 exactly
+                expected = oracle_backward(grad.float(), h_seq.float(), tau, v_threshold, sur, detach_reset)
                 assert torch.equal(grad_x, expected.to(dtype)), (surrogate, detach_reset, tau)
                 a = x.double().requires_grad_()
                 lif_reference(a, tau=tau, v_threshold=v_threshold, surrogate=sur, detach_reset=detach_reset)[
@@ -170,18 +169,18 @@ def test_exactly_at_threshold_does_not_fire(kernels, dtype):
         for detach_reset in (True, False):
             grad_x = kernels.lif_backward(grad, h_seq, 2.0, 0.5, surrogate, 2.0, detach_reset)
             sur = make_surrogate(surrogate, 2.0)
-            expected = _lif_backward_eager(grad.float(), h_seq.float(), 2.0, 0.5, sur, detach_reset).to(dtype)
+            expected = oracle_backward(grad.float(), h_seq.float(), 2.0, 0.5, sur, detach_reset).to(dtype)
             assert torch.equal(grad_x, expected)
 
 
 def test_several_programs_and_a_partial_block(kernels):
     x = torch.randn(3, 2 * kernels.BLOCK + 37)  # three programs, the last one mostly masked
     spikes, h_seq = kernels.lif_forward(x, 2.0, 0.5, True)
-    eager_spikes, eager_h = _lif_forward_eager(x, 2.0, 0.5)
-    assert torch.equal(spikes, eager_spikes) and torch.equal(h_seq, eager_h)
+    oracle_spikes, oracle_h = oracle_forward(x, 2.0, 0.5)
+    assert torch.equal(spikes, oracle_spikes) and torch.equal(h_seq, oracle_h)
     grad = torch.randn_like(x)
     grad_x = kernels.lif_backward(grad, h_seq, 2.0, 0.5, "atan", 2.0, False)
-    assert torch.equal(grad_x, _lif_backward_eager(grad, h_seq, 2.0, 0.5, make_surrogate("atan", 2.0), False))
+    assert torch.equal(grad_x, oracle_backward(grad, h_seq, 2.0, 0.5, make_surrogate("atan", 2.0), False))
 
 
 def test_launch_functions_refuse_what_the_kernels_cannot_read(kernels):
@@ -207,20 +206,19 @@ def test_lif_module_through_the_triton_path(kernels, monkeypatch):
         "channels_last": x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (4, 2)),
         "batch_outermost": x.transpose(0, 1).contiguous().transpose(0, 1),
     }
-    lif = LIF(surrogate=make_surrogate("atan", 2.0), detach_reset=False)
+    atan = make_surrogate("atan", 2.0)
+    lif = LIF(surrogate=atan, detach_reset=False)
     expected = {}
+    for name, xx in layouts.items():
+        spikes, h_seq = oracle_forward(xx, 2.0, 0.5)
+        expected[name] = (spikes, oracle_backward(torch.ones_like(h_seq), h_seq, 2.0, 0.5, atan, False))
+    monkeypatch.setattr(backends, "choose_backend", lambda device, dtype, engine, surrogate: "triton")
+    monkeypatch.setattr(fused, "kernels_for", lambda x: kernels)
     for name, xx in layouts.items():
         a = xx.clone().requires_grad_()
         out = lif(a)
         out.sum().backward()  # an expanded gradient, which the kernels read only after a copy
-        expected[name] = (out, a.grad)  # by the CPU kernel (or the eager path where it cannot be built)
-    monkeypatch.setattr(neuron_module, "lif_backend", lambda x: "triton")
-    monkeypatch.setattr(neuron_module, "_triton_lif", lambda: kernels)
-    for name, xx in layouts.items():
-        a = xx.clone().requires_grad_()
-        out = lif(a)
-        out.sum().backward()
-        assert out.stride() == expected[name][0].stride(), name
+        assert out.stride() == fused.time_major_layout(xx).stride(), name  # the input's, unless it had to be copied
         assert torch.equal(out, expected[name][0]) and torch.equal(a.grad, expected[name][1]), name
     torch._dynamo.reset()
     compiled = torch.compile(lif, fullgraph=True, backend="aot_eager")  # one node per op, no graph break
@@ -234,26 +232,26 @@ def test_lif_module_through_the_triton_path(kernels, monkeypatch):
 def test_dispatch_rule_picks_triton_only_for_cuda_tensors(monkeypatch):
     from torch._subclasses.fake_tensor import FakeTensorMode
 
+    from tks.snn.backends.cpu_kernel import load_lif_kernel
+
+    pq = make_surrogate("piecewise_quadratic", 2.0)
     has_triton = importlib.util.find_spec("triton") is not None and os.environ.get("TKS_LIF_KERNEL", "1") != "0"
-    with FakeTensorMode():  # CUDA tensors without a GPU: the rule looks only at device, dtype and size
-        cuda = {dtype: torch.empty(4, 8, device="cuda", dtype=dtype) for dtype in (*LOW_PRECISION, torch.float32)}
+    with FakeTensorMode():  # CUDA tensors without a GPU: the rule looks only at device and dtype
+        cuda = [torch.empty(4, 8, device="cuda", dtype=dtype) for dtype in (*LOW_PRECISION, torch.float32)]
         cuda_double = torch.empty(4, 8, device="cuda", dtype=torch.float64)
-        cuda_empty = torch.empty(0, 8, device="cuda")
-    for tensor in cuda.values():
-        assert lif_backend(tensor) == ("triton" if has_triton else "eager")
-    assert lif_backend(cuda_double) == "eager" and lif_backend(cuda_empty) == "eager"
-    cpu_kernel = "cpu_kernel" if load_lif_kernel() is not None else "eager"
+    for tensor in cuda:
+        assert choose_backend(tensor.device, tensor.dtype, "tks", pq) == ("triton" if has_triton else "autograd")
+    assert choose_backend(cuda_double.device, cuda_double.dtype, "tks", pq) == "autograd"
+    cpu_kernel = "cpu_kernel" if load_lif_kernel() is not None else "autograd"
     for dtype in (torch.float32, torch.float64, torch.bfloat16):  # the CPU path is unchanged by triton being there
-        assert lif_backend(torch.zeros(4, 8, dtype=dtype)) == cpu_kernel
-    assert lif_backend(torch.zeros(4, 8, dtype=torch.float16)) == "eager"
-    assert lif_backend(torch.empty(4, 8, device="meta")) == "eager"
-    monkeypatch.setattr(neuron_module, "_triton_lif", lambda: None)  # as without triton, or with TKS_LIF_KERNEL=0
-    assert all(lif_backend(tensor) == "eager" for tensor in cuda.values())
+        assert choose_backend(torch.device("cpu"), dtype, "tks", pq) == cpu_kernel
+    monkeypatch.setattr(fused, "triton_kernels", lambda: None)  # as without triton
+    assert all(choose_backend(tensor.device, tensor.dtype, "tks", pq) == "autograd" for tensor in cuda)
 
 
 def test_tks_works_without_triton():
     # In a process where `import triton` fails, tks imports, the neuron trains on the CPU and CUDA tensors would take
-    # the eager path.
+    # the autograd backend.
     code = """
 import sys
 
@@ -267,18 +265,18 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import tks
-from tks.snn import LIF
-from tks.snn.neuron import lif_backend
+from tks.snn import LIF, choose_backend, make_surrogate
 
 x = torch.full((3, 2), 0.6, requires_grad=True)
 LIF()(x).sum().backward()
 with FakeTensorMode():
     cuda = torch.empty(3, 2, device="cuda")
-print([round(g, 6) for g in x.grad[:, 0].tolist()], lif_backend(cuda), "tks.snn.triton_lif" in sys.modules)
+backend = choose_backend(cuda.device, cuda.dtype, "tks", make_surrogate("atan", 2.0))
+print([round(g, 6) for g in x.grad[:, 0].tolist()], backend, "tks.snn.backends.triton_lif" in sys.modules)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     # H = 0.3, 0.45, 0.525 (fires); g' = 1.2, 1.8, 1.9; dL/dH = 2.575, 2.75, 1.9; dL/dI = dL/dH / tau
-    assert result.stdout.strip() == "[1.2875, 1.375, 0.95] eager False"
+    assert result.stdout.strip() == "[1.2875, 1.375, 0.95] autograd False"
 
 
 def test_kernels_compile_for_a_cuda_gpu():
@@ -322,9 +320,9 @@ def test_cuda_tensors_run_the_triton_kernels(dtype):
     # On a GPU: the LIF module through the custom ops computes on CUDA what the CPU references above compute.
     x = _inputs(7, "channels_last", dtype)
     grad = torch.randn_like(x)
-    assert lif_backend(x.cuda()) == "triton"
+    assert choose_backend(x.cuda().device, dtype, "tks", make_surrogate("atan", 2.0)) == "triton"
     for tau, v_threshold, alpha in SETTINGS:
-        forward = _lif_forward_eager if dtype == torch.float32 else _fp32_state_forward
+        forward = oracle_forward if dtype == torch.float32 else _fp32_state_forward
         expected_spikes, h_seq = forward(x, tau, v_threshold)
         for surrogate in SURROGATES:
             sur = make_surrogate(surrogate, alpha)
@@ -332,7 +330,7 @@ def test_cuda_tensors_run_the_triton_kernels(dtype):
                 a = x.cuda().requires_grad_()
                 spikes = LIF(tau, v_threshold, sur, detach_reset)(a)
                 spikes.backward(grad.cuda())
-                expected = _lif_backward_eager(grad.float(), h_seq.float(), tau, v_threshold, sur, detach_reset)
+                expected = oracle_backward(grad.float(), h_seq.float(), tau, v_threshold, sur, detach_reset)
                 assert spikes.stride() == x.stride()
                 assert torch.equal(spikes.cpu(), expected_spikes)
                 assert torch.equal(a.grad.cpu(), expected.to(dtype)), (surrogate, detach_reset, tau)

@@ -134,9 +134,13 @@ def format_activity(activity: dict[str, Any]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``tks models``: every registered model and its parameter count."""
+    """``tks models [--verbose]``: every registered model and its parameter count; the neuron's backends."""
     from tks.models import count_parameters, create_model, list_models
 
+    if args.verbose:
+        from tks.snn import describe_backends
+
+        print(describe_backends() + "\n")
     print(f"{'model':<16} {'parameters':>12}   (K={args.num_classes}, in_channels={args.in_channels})")
     for name in list_models():
         model = create_model(name, num_classes=args.num_classes, in_channels=args.in_channels)
@@ -384,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
+    p.add_argument("--verbose", action="store_true", help="also which LIF backend runs for each device and dtype")
     p.set_defaults(func=cmd_models)
     return parser
 

@@ -99,8 +99,9 @@ class DataConfig:
 class NeuronConfig:
     """The LIF neuron (docs/reference.md §1); the defaults are the official ones."""
 
-    engine: Literal["tks", "spikingjelly"] = "tks"
-    """``tks``: the fused implementation; ``spikingjelly``: SpikingJelly's LIFNode (same numbers)."""
+    engine: Literal["tks", "autograd", "spikingjelly"] = "tks"
+    """``tks``: the fused kernels where they apply; ``autograd``: PyTorch ops only (``torch.compile`` can fuse them);
+    ``spikingjelly``: SpikingJelly's LIFNode (same numbers). ``tks models --verbose`` shows what runs where."""
     tau: float = 2.0
     """Membrane time constant; the input is divided by tau."""
     v_threshold: float = 0.5

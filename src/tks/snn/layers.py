@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tks.errors import StepsError
+from tks.errors import StepsError, UnknownNameError
 
 
 class PerStep(nn.Sequential):
@@ -103,6 +103,9 @@ def make_norm(name: NormName, *, v_threshold: float = 0.5, max_steps: int = 4) -
         name: which normalisation.
         v_threshold: the neuron threshold tdBN scales by.
         max_steps: the largest T a TEBN layer accepts.
+
+    Raises:
+        UnknownNameError: for an unknown name, listing the choices.
     """
 
     def bn(channels: int, alpha: float = 1.0) -> nn.Module:
@@ -116,5 +119,5 @@ def make_norm(name: NormName, *, v_threshold: float = 0.5, max_steps: int = 4) -
 
     factories = {"bn": bn, "tdbn": tdbn, "tebn": tebn}
     if name not in factories:
-        raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(factories)}")
+        raise UnknownNameError("normalisation", name, sorted(factories))
     return factories[name]

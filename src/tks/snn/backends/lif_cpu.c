@@ -3,11 +3,13 @@
  * Forward (per element i, V_0 = 0):  H_t = V_{t-1} + (X_t - V_{t-1}) / tau;  S_t = H_t > V_th;  V_t = S_t ? 0 : H_t.
  * Backward (G_T = 0):  dH_t = dS_t * g'(H_t - V_th) + G_t * dV_t/dH_t;  dX_t = dH_t / tau;  G_{t-1} = dH_t - dH_t / tau,
  * with dV_t/dH_t = [H_t <= V_th] (reset detached) or [H_t <= V_th] - H_t g'(H_t - V_th) (not detached).
- * Surrogates: 0 = piecewise quadratic  g' = max(0, a - a^2 |x|);  1 = atan  g' = (a/2) / (1 + (pi/2 a x)^2).
+ * Surrogates, by their position in SURROGATES of cpu_kernel.py: 0 = piecewise quadratic  g' = max(0, a - a^2 |x|);
+ * 1 = atan  g' = (a/2) / (1 + (pi/2 a x)^2).
  *
  * Elements are processed in chunks (parallel over chunks, OpenMP); inside a chunk the time loop is outermost and
- * the element loop innermost and contiguous, so it vectorises. The operations and their order are those of the
- * eager implementation in tks/snn/neuron.py (and of the official code), so both give bit-identical results.
+ * the element loop innermost and contiguous, so it vectorises. The operations and their order are those of lif_step
+ * in tks/snn/lif.py (and of the official code): with the reset detached, autograd through lif_step gives bit-identical
+ * results; tests/lif_oracle.py writes this order out in PyTorch ops for both reset settings.
  * Types: float32, float64, and bfloat16 (computed in float32, stored rounded to nearest even).
  */
 #include <math.h>

@@ -1,19 +1,19 @@
-"""The fused multi-step LIF for CUDA tensors in Triton: one kernel launch over all T steps in each direction.
+"""Backend ``triton``: the fused multi-step LIF for CUDA tensors in Triton, one kernel launch per direction.
 
-The equations and their operation order are those of ``_lif_forward_eager`` / ``_lif_backward_eager`` in
-``tks.snn.neuron`` (see the comment above its custom operators), which calls this module for CUDA tensors (the
-rule is ``tks.snn.neuron.lif_backend``) and imports it only then, so importing tks never needs triton.
+The custom operators of ``fused.py`` call ``lif_forward`` / ``lif_backward`` here for CUDA tensors (the rule is
+``tks.snn.backends.choose_backend``), and import this module only then, so importing tks never needs triton. The
+equations are those of ``tks.snn.lif``, in the operation order of the C kernel (``lif_cpu.c``).
 
 Launch layout. The input is read as a dense block [T, N], where N is every element of one step (B x C x H x W in
 whatever order memory holds them: contiguous and channels-last activations qualify without a copy, see
-``tks.snn.neuron._flat_time_major``). The grid is one axis of ``cdiv(N, BLOCK)`` programs with ``BLOCK = 1024``
-and 4 warps; each program owns BLOCK consecutive elements of N and loops over the T steps itself, forwards in time
-in the forward kernel and backwards in the backward kernel. Why this shape:
+``fused.flat_time_major``). The grid is one axis of ``cdiv(N, BLOCK)`` programs with ``BLOCK = 1024`` and 4 warps;
+each program owns BLOCK consecutive elements of N and loops over the T steps itself, forwards in time in the forward
+kernel and backwards in the backward kernel. Why this shape:
 
 * The recurrence runs along T while the elements are independent, so the parallelism is over N and time is a
   sequential loop inside each program. The state (the membrane V in the forward pass, the gradient G_t carried to
-  the previous step in the backward pass) stays in registers: each tensor is read once and written once, where the
-  eager loop launches several kernels per step and sends V through memory at each of them.
+  the previous step in the backward pass) stays in registers: each tensor is read once and written once, where a
+  PyTorch loop over T (the autograd backend) launches several kernels per step and sends V through memory at each.
 * At every step a program touches 1024 consecutive elements, so its loads and stores coalesce; with 4 warps
   (128 threads) each thread handles 8 elements, i.e. one 16-byte access per tensor for bfloat16/float16 and two for
   float32 (when N is a multiple of 16, which Triton detects at launch; otherwise the accesses are narrower).
@@ -26,7 +26,7 @@ Precision. float32, bfloat16 and float16 tensors; the arithmetic is float32 and 
 rounded to nearest even. A spike is decided on the stored H, the value the backward pass will read, so both passes
 agree on which steps fired and reset. (The CPU kernel instead carries the stored bfloat16 H on to the next step,
 so the two differ slightly in bfloat16.) Divisions are IEEE-rounded (``div_rn``) and multiply-adds are not fused
-(``enable_fp_fusion=False``), so in float32 the kernels compute exactly what the eager PyTorch ops compute.
+(``enable_fp_fusion=False``), so in float32 the kernels compute exactly what separate PyTorch ops compute.
 
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) the kernels run on CPU tensors in Triton's
 interpreter, which is how the tests check them without a GPU. The kernels call only Triton builtins (``tl.full``,
@@ -44,9 +44,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from tks.snn.backends.fused import flat_time_major
+
 BLOCK = 1024
-# 4 warps: 8 elements per thread (module docstring); no fused multiply-adds, which would round differently from the
-# separate PyTorch ops of the eager path.
+# 4 warps: 8 elements per thread (module docstring); no fused multiply-adds, which would round differently from
+# separate PyTorch ops (the autograd backend, the C kernel).
 COMPILE_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 SURROGATES = ("piecewise_quadratic", "atan")
@@ -83,7 +85,7 @@ def _lif_forward_kernel(
     v = tl.full([BLOCK], 0.0, tl.float32)  # V_0 = 0
     for _ in range(steps):
         x = tl.load(x_ptr + offsets, mask=in_range, other=0.0).to(tl.float32)
-        h = v + tl.math.div_rn(x - v, tau)  # V + (I - V) / tau, the eager operation order
+        h = v + tl.math.div_rn(x - v, tau)  # V + (I - V) / tau, the operation order of lif_step
         h_stored = _store_as(h, dtype)
         fired = h_stored.to(tl.float32) > v_threshold  # on the stored H, as the backward pass will see it
         tl.store(spikes_ptr + offsets, _store_as(tl.where(fired, 1.0, 0.0), dtype), mask=in_range)
@@ -122,7 +124,7 @@ def _lif_backward_kernel(
         # g'(H - V_th) in the operation order of tks.snn.surrogate (constants rounded to float32 as PyTorch does)
         if SURROGATE == "atan":
             z = atan_scale * (h - v_threshold)
-            surrogate_grad = tl.math.div_rn(1.0, 1.0 + z * z) * half_alpha  # eager: reciprocal, then times alpha/2
+            surrogate_grad = tl.math.div_rn(1.0, 1.0 + z * z) * half_alpha  # as PyTorch: reciprocal, then times alpha/2
         else:
             surrogate_grad = alpha - alpha_squared * tl.abs(h - v_threshold)
             surrogate_grad = tl.maximum(surrogate_grad, 0.0, propagate_nan=tl.PropagateNan.ALL)  # clamp_min(0)
@@ -143,12 +145,9 @@ def _on_device(x: Tensor) -> contextlib.AbstractContextManager[object]:
 
 
 def _check(x: Tensor, name: str) -> None:
-    # Imported here: tks.snn.neuron imports this module only when it first meets a CUDA tensor.
-    from tks.snn.neuron import _flat_time_major
-
     if x.dtype not in DTYPES:
         raise TypeError(f"triton LIF: {name} must be one of {DTYPES}, got {x.dtype}")
-    if x.dim() == 0 or not _flat_time_major(x):
+    if x.dim() == 0 or not flat_time_major(x):
         raise ValueError(
             f"triton LIF: {name} must be a dense [T, N] block (contiguous or channels-last), got shape "
             f"{tuple(x.shape)} with strides {x.stride()}; make it contiguous first"
@@ -160,7 +159,7 @@ def lif_forward(x_seq: Tensor, tau: float, v_threshold: float, keep_membrane: bo
 
     Args:
         x_seq: input currents ``[T, ...]``, float32, bfloat16 or float16, laid out as a dense ``[T, N]`` block
-            (contiguous or channels-last; ``tks.snn.neuron._time_major_layout`` makes other tensors so).
+            (contiguous or channels-last; ``tks.snn.backends.fused.time_major_layout`` makes other tensors so).
         tau: membrane time constant.
         v_threshold: firing threshold; a step fires when H_t > v_threshold.
         keep_membrane: also return H (needed for the backward pass); otherwise an empty tensor is returned.
