@@ -18,11 +18,11 @@ from torch import nn
 import tks
 from tks.checkpoint import load_checkpoint, save_checkpoint
 from tks.cli import main
-from tks.config import LossConfig, OptimConfig
+from tks.config import LossConfig, OptimConfig, load_config
 from tks.data import to_time_major
 from tks.distributed import Dist
 from tks.engine import NonFiniteGuard, NonFiniteLossError, build_optimizer, fit, train_one_epoch
-from tks.experiment import encoder
+from tks.experiment import encoder, train
 from tks.losses import Criterion, LossOutput
 from tks.provenance import git_state
 from tks.snn import PerStep
@@ -355,3 +355,11 @@ def test_channels_last_encoder_stores_static_images_channels_last_with_the_same_
     )
     frames = torch.rand(3, 4, 2, 5, 5)  # events [B, T, 2, H, W] keep their layout
     assert torch.equal(encoder("events", 4, channels_last=True)(frames), frames.transpose(0, 1))
+
+
+def test_a_deterministic_run_leaves_the_callers_setting_as_it_found_it(tmp_path):
+    settings = ["run.deterministic=true", "optim.epochs=1", "data.train_limit=64", "data.test_limit=32"]
+    cfg = load_config(None, [*settings, "data.num_steps=1", "run.progress=false", f"run.out_dir={tmp_path}"])
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(cfg)
+    assert not torch.are_deterministic_algorithms_enabled()  # was left switched on for the rest of the process

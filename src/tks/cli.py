@@ -57,6 +57,7 @@ def format_selection(metrics: dict[str, Any]) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """``tks train [CONFIG] [--set KEY=VALUE ...]``."""
     from tks.config import ConfigError, load_config
+    from tks.distributed import is_main_from_env
     from tks.experiment import resume, train
 
     def show(record: dict[str, Any]) -> None:
@@ -71,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"run folder {args.resume} already finished ({epochs} epochs): nothing to do")
     else:
         result = train(load_config(args.config, args.set), on_epoch_end=show)
-    if result.metrics.get("world_size", 1) > 1 and not _is_main_process():
+    if result.metrics.get("world_size", 1) > 1 and not is_main_from_env():
         return 0
     m = result.metrics
     print()
@@ -79,10 +80,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(format_selection(m))
     print(f"\ntrained in {m['train_seconds']:.1f} s; run folder: {result.run_dir}")
     return 0
-
-
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

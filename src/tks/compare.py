@@ -27,6 +27,7 @@ from tks.config import (
     LossConfig,
     StrongWeakOptions,
     TKSOptions,
+    flatten,
     load_config,
     to_dict,
 )
@@ -284,22 +285,12 @@ def _setting(key: str, value: Any) -> str:
     return key if value is True else f"{key}={value}"
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def experiment_settings(config: Config) -> dict[str, Any]:
     """The flattened config without the keys that do not define the experiment.
 
     Left out: ``run.*``, ``NOT_EXPERIMENT`` and the options of the losses the run did not use (``loss.<other>.*``).
     """
-    flat = _flat(to_dict(config))
+    flat = flatten(to_dict(config))
     unused = tuple(f"loss.{f.name}." for f in fields(LossConfig) if f.name not in ("name", config.loss.name))
     return {k: v for k, v in flat.items() if not k.startswith(("run.", *unused)) and k not in NOT_EXPERIMENT}
 

@@ -568,6 +568,17 @@ def to_dict(config: Any) -> dict[str, Any]:
     return plain(config)
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one mapping of dotted keys (``{"loss": {"name": "ce"}}`` -> ``{"loss.name": "ce"}``)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def dump_config(config: Config) -> str:
     """The resolved config as YAML text, readable back by ``load_config``."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)

@@ -39,9 +39,14 @@ class Dist:
         return self.rank == 0
 
 
+def _rank() -> int:
+    """This process's rank as ``torchrun`` sets it (``RANK``; 0 when run alone): the one place that reads it."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def is_main_from_env() -> bool:
     """Whether this process will be rank 0 (or runs alone), known from the environment before joining the group."""
-    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or _rank() == 0
 
 
 def init_from_env(device: str) -> Dist:
@@ -53,7 +58,7 @@ def init_from_env(device: str) -> Dist:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Dist.single()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _rank(), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -77,12 +82,6 @@ def all_gather_objects(obj: Any, info: Dist) -> list[Any]:
     gathered: list[Any] = [None] * info.world_size
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def barrier(info: Dist) -> None:
-    """Wait for every process."""
-    if info.enabled:
-        dist.barrier()
 
 
 def shutdown(info: Dist) -> None:

@@ -315,6 +315,7 @@ def _run(
 ) -> TrainResult:
     dist = init_from_env(cfg.run.device)
     lock: FileLock | None = None  # of a new run's folder (``resume`` locks the folder it continues)
+    deterministic = torch.are_deterministic_algorithms_enabled()  # the caller's setting, restored at the end
     try:
         seed_everything(cfg.run.seed)
         if cfg.run.deterministic:
@@ -409,6 +410,7 @@ def _run(
             write_training_metrics(run_dir, metrics)
         return TrainResult(run_dir, metrics, unwrap(model))
     finally:
+        torch.use_deterministic_algorithms(deterministic)
         if lock is not None:
             lock.release()
         shutdown(dist)

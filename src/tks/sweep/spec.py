@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tks.compare import experiment_settings
-from tks.config import Config, ConfigError, _parse_yaml, load_config, to_dict
+from tks.config import Config, ConfigError, _parse_yaml, flatten, load_config, to_dict
 from tks.errors import TKSError
 
 SWEEP_KEYS = ("base", "out_dir", "name", "grid", "runs", "eval")
@@ -50,17 +50,6 @@ def experiment_key(config: Config) -> str:
     flat = flatten(to_dict(config))
     settings = {**experiment_settings(config), **{key: flat[key] for key in IDENTITY_RUN_KEYS}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as one mapping of dotted keys (``{"loss": {"name": "ce"}}`` -> ``{"loss.name": "ce"}``)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 CONFIG_KEYS = tuple(flatten(to_dict(Config())))
