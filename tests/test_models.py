@@ -134,7 +134,7 @@ def test_sew_connect_functions():
     assert connect_function("ADD")(a, s).tolist() == [0, 1, 1, 2]
     assert connect_function("AND")(a, s).tolist() == [0, 0, 0, 1]
     assert connect_function("IAND")(a, s).tolist() == [0, 0, 1, 0]  # a * (1 - s)
-    with pytest.raises(ValueError, match="unknown SEW connect function"):
+    with pytest.raises(UnknownNameError, match="unknown SEW connect function .OR.; choose one of: ADD, AND, IAND"):
         connect_function("OR")
     norm = make_norm("bn")
     x = (torch.rand(2, 1, 8, 4, 4) > 0.5).float()

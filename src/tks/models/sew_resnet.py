@@ -20,6 +20,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from tks.errors import UnknownNameError
 from tks.models.blocks import SpikingClassifier, conv_norm
 from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
@@ -32,7 +33,7 @@ def connect_function(name: Connect) -> Callable[[Tensor, Tensor], Tensor]:
     """g(x, y) for the connect function ``name``: x + y, x * y, or x * (1 - y)."""
     functions = {"ADD": lambda x, y: x + y, "AND": lambda x, y: x * y, "IAND": lambda x, y: x * (1.0 - y)}
     if name not in functions:
-        raise ValueError(f"unknown SEW connect function {name!r}; choose one of {sorted(functions)}")
+        raise UnknownNameError("SEW connect function", name, sorted(functions))
     return functions[name]
 
 
