@@ -186,12 +186,44 @@ def test_eval_activity_and_early_exit(trained_run, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "anytime inference" in out and "uJ" in out and "features.1" in out
     saved = json.loads((trained_run / "metrics.json").read_text())["eval"]["checkpoint.pt"]
     curve = saved["early_exit"]["curve"]
     assert [p["threshold"] for p in curve] == [0.5, 0.9, 1.0]
     assert curve[-1]["mean_steps"] == 2.0 and curve[-1]["accuracy"] == pytest.approx(saved["steps"]["2"]["top1"])
-    totals = saved["activity"]["totals"]
-    assert totals["energy_uj"] > 0 and totals["ann_energy_uj"] > 0 and saved["activity"]["num_samples"] == 360
+    steps = [p["mean_steps"] for p in curve]
+    assert 1.0 <= steps[0] <= steps[1] <= steps[2]  # a higher threshold never stops earlier
+    printed = re.findall(r"^ +(\d\.\d{3}) +(\S+) +(\S+)$", out, flags=re.M)
+    assert printed == [(f"{p['threshold']:.3f}", f"{100 * p['accuracy']:.2f}", f"{p['mean_steps']:.2f}") for p in curve]
+    # activity of spiking_cnn on 1x8x8 digits, T=2, K=10: the spiking layers and their sizes (channels x H x W)
+    activity = saved["activity"]
+    assert activity["num_samples"] == 360 and activity["num_steps"] == 2
+    layers = activity["layers"]
+    assert [(r["name"], r["neurons"]) for r in layers] == [
+        ("features.1", 32 * 8 * 8),
+        ("features.3", 64 * 8 * 8),
+        ("features.6", 128 * 4 * 4),
+    ]
+    for r in layers:
+        assert r["rate"] == pytest.approx(sum(r["rate_per_step"]) / 2)
+        assert r["spikes_per_sample"] == pytest.approx(r["rate"] * r["neurons"] * 2)
+        assert max(r["rate_per_step"]) <= r["fired_fraction"] <= 1  # a neuron that fires at any step counts once
+        line = re.search(rf"^{re.escape(r['name'])} +(\d+) +(\S+) +(\S+) +(.+)$", out, flags=re.M)
+        assert line and line.groups() == (
+            str(r["neurons"]),
+            f"{r['rate']:.3f}",
+            f"{r['fired_fraction']:.3f}",
+            " ".join(f"{v:.3f}" for v in r["rate_per_step"]),
+        )
+    totals = activity["totals"]
+    # the ANN twin: every connection is a MAC, once (conv 1->32, 32->64 on 8x8, 64->128 on 4x4, linear 512->10)
+    assert totals["ann_macs"] == 9 * (1 * 32 * 64 + 32 * 64 * 64 + 64 * 128 * 16) + 512 * 10
+    assert totals["macs"] == 2 * 9 * 1 * 32 * 64  # the SNN: only the first conv multiplies (analog input), T times
+    # each spike is an accumulate per connection it drives (a 2x2 average pool spreads it over a quarter of them)
+    fan_out = [64 * 9, 128 * 9 / 4, 10 / 4]
+    acs = sum(r["spikes_per_sample"] * f for r, f in zip(layers, fan_out, strict=True))
+    assert totals["acs"] == pytest.approx(acs)
+    assert totals["energy_uj"] == pytest.approx((4.6 * totals["macs"] + 0.9 * totals["acs"]) * 1e-6)  # 45 nm pJ
+    assert totals["ann_energy_uj"] == pytest.approx(4.6 * totals["ann_macs"] * 1e-6)
+    assert f"= {totals['energy_uj']:.4f} uJ" in out
     assert main(["eval", str(trained_run / "checkpoint.pt"), "--early-exit", "1.5"]) == 2
     assert "thresholds must be in [0, 1]" in capsys.readouterr().err
