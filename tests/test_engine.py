@@ -96,12 +96,16 @@ def test_fit_writes_log_and_checkpoint_and_learns(tmp_path):
     assert logits.shape == (3, 64, 2) and torch.equal(targets, y)
 
 
-def test_bf16_autocast_trains_and_predicts_in_fp32_logits(tmp_path):
+def test_bf16_autocast_runs_the_layers_in_bf16_and_returns_fp32_logits(tmp_path):
+    """Under precision="bf16" the linear layer computes in bfloat16 in training and in predict (autocast is on),
+    while the weights stay fp32 and the logits handed to the loss and to the caller are fp32."""
     torch.manual_seed(0)
     x = torch.randn(32, 1, 8, 8)
     y = (x.mean((1, 2, 3)) > 0).long()
     batches = list(zip(x.split(16), y.split(16), strict=True))
     model = create_model("spiking_cnn", num_classes=2, in_channels=1)
+    seen = []  # (training?, dtype of the classifier's output) of every forward pass
+    model.classifier[0].register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
     optim_cfg = OptimConfig(lr=5e-3, epochs=1, warmup_epochs=0)
     encode = partial(to_time_major, kind="static", num_steps=2)
     before = model.classifier[0].weight.clone()
@@ -120,8 +124,16 @@ def test_bf16_autocast_trains_and_predicts_in_fp32_logits(tmp_path):
     )
     assert not torch.equal(before, model.classifier[0].weight)  # it trained
     assert model.classifier[0].weight.dtype == torch.float32  # autocast keeps fp32 master weights
+    assert [dtype for training, dtype in seen if training] == [torch.bfloat16] * 2  # two training batches
+    assert {dtype for training, dtype in seen if not training} == {torch.bfloat16}  # fit's own evaluation
+    seen.clear()
     logits, _ = predict(model, batches, encode=encode, device=torch.device("cpu"), precision="bf16")
+    assert seen == [(False, torch.bfloat16)] * 2
     assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    seen.clear()
+    fp32_logits, _ = predict(model, batches, encode=encode, device=torch.device("cpu"), precision="fp32")
+    assert seen == [(False, torch.float32)] * 2
+    torch.testing.assert_close(logits, fp32_logits, rtol=0.05, atol=0.05)  # the same model, rounded to bf16
 
 
 def disagreeing_sets():

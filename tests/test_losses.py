@@ -79,10 +79,17 @@ def test_criterion_matches_official_transcription(seed, temperature, alpha, epoc
     torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_official_transcription_covers_edge_cases():
+def test_every_step_correct_gives_the_teacher_of_all_summed_logits():
     logits, target = make_logits()
-    correct = logits.argmax(-1) == target
-    assert not correct[:, 0].any() and correct[:, 1].all()
+    logits, target = logits[:, 1:2], target[1:2]  # only sample 1: correct at every step (make_logits sets it so)
+    assert (logits.argmax(-1) == target).all()
+    p = torch.softmax(logits.sum(0) / 3.0, -1)  # the teacher: all four steps summed, then tempered
+    expected = 9.0 * -(p * torch.log_softmax(logits, -1)).sum(-1).mean()  # tau^2 * mean_t soft CE
+    torch.testing.assert_close(tks_loss(logits, target, temperature=3.0), expected)
+    # and the two edge samples weigh in the batch loss like any other sample: it is the mean of per-sample losses
+    logits, target = make_logits()
+    per_sample = torch.stack([tks_loss(logits[:, b : b + 1], target[b : b + 1]) for b in range(len(target))])
+    torch.testing.assert_close(tks_loss(logits, target), per_sample.mean())
 
 
 def test_no_correct_step_gives_uniform_teacher():

@@ -8,21 +8,68 @@ import pytest
 import torch
 
 from tks.compare import method_label
-from tks.config import StrongWeakOptions, load_config
+from tks.config import LabelSmoothingOptions, StrongWeakOptions, TETOptions, TKSOptions, load_config
 from tks.data import dataset_info
 from tks.experiment import build_model
 from tks.losses import Criterion
 
 PAPER = sorted((Path(__file__).parents[1] / "configs" / "paper").glob("*.yaml"))
-# rows of Tables 1-4: CIFAR 2 datasets x 2 nets x 4 methods + 2 un-augmented TKS rows, DVS 2 x 4, ImageNet 3 + 1,
-# fine-grained 3 datasets x 2 nets x 3 methods; and of TKS's successor (Ding et al. 2025, Tables 7-9): Strong2Weak
-# and Weak2Strong on CIFAR-10/100 ResNet-19, ImageNet SEW-ResNet-34 and CIFAR10-DVS VGG-SNN
-EXPECTED_ROWS = 16 + 2 + 8 + 4 + 18 + 8
 TARGET = r"# target: (Table [1-4]|Ding et al\. 2025 \(arXiv:2510\.07924\) Table [7-9]), .+: top-1 \d+\.\d+"
+
+# The rows of the paper's Tables 1-4, as (file stem, dataset, model, loss), then TKS's successor's (Ding et al. 2025,
+# Tables 7-9) Strong2Weak and Weak2Strong rows. Methods: Baseline (ce), LS, TET, TKS.
+CIFAR = [
+    (f"{d}_{m}_{loss}", d, m, loss)
+    for d in ("cifar10", "cifar100")
+    for m in ("resnet19", "sew_resnet19")
+    for loss in ("ce", "ls", "tet", "tks")
+] + [(f"{d}_resnet19_tks_crop_flip", d, "resnet19", "tks") for d in ("cifar10", "cifar100")]  # Table 1 without '*'
+DVS = [
+    (f"{d}_vgg_snn_{loss}", name, "vgg_snn", loss)
+    for d, name in (("cifar10dvs", "cifar10-dvs"), ("ncaltech101", "ncaltech101"))
+    for loss in ("ce", "ls", "tet", "tks")
+]
+IMAGENET = [(f"imagenet_sew_resnet34_{loss}", "imagenet", "sew_resnet34", loss) for loss in ("ce", "tet", "tks")]
+IMAGENET += [("imagenet_sew_resnet50_tks", "imagenet", "sew_resnet50", "tks")]
+FINE_GRAINED = [
+    (f"{d}_{m}_{loss}", d.replace("_", "-"), m, loss)
+    for d in ("cub200", "stanford_dogs", "stanford_cars")
+    for m in ("sew_resnet18", "sew_resnet34")
+    for loss in ("ce", "tet", "tks")
+]
+DING = [
+    (f"{d}_{m}_{short}", name, m, "strong_weak")
+    for d, name, m in (
+        ("cifar10", "cifar10", "resnet19"),
+        ("cifar100", "cifar100", "resnet19"),
+        ("imagenet", "imagenet", "sew_resnet34"),
+        ("cifar10dvs", "cifar10-dvs", "vgg_snn"),
+    )
+    for short in ("s2w", "w2s")
+]
+ROWS = {stem: (data, model, loss) for stem, data, model, loss in CIFAR + DVS + IMAGENET + FINE_GRAINED + DING}
 
 
 def test_one_config_per_table_row():
-    assert len(PAPER) == EXPECTED_ROWS
+    assert len(ROWS) == 16 + 2 + 8 + 4 + 18 + 8  # no row listed twice
+    assert sorted(p.stem for p in PAPER) == sorted(ROWS)
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_config_is_its_rows_dataset_model_and_method(path):
+    cfg = load_config(path)
+    assert (cfg.data.name, cfg.model.name, cfg.loss.name) == ROWS[path.stem]
+    assert cfg.data.augment == ("crop_flip" if path.stem.endswith("_crop_flip") else "official")
+    if cfg.loss.name == "strong_weak":
+        assert cfg.loss.strong_weak.direction == {"s2w": "strong2weak", "w2s": "weak2strong"}[path.stem[-3:]]
+    # the options of every method are the official code's: LS 0.1, TET lambda 1e-3 and phi 1, TKS's official
+    # teacher and students (only temperature, alpha and the linear schedule are set per dataset)
+    assert cfg.loss.ls == LabelSmoothingOptions(smoothing=0.1) and cfg.loss.tet == TETOptions(lamb=1e-3, phi=1.0)
+    assert cfg.loss.tks == TKSOptions(temperature=cfg.loss.tks.temperature, alpha=cfg.loss.tks.alpha)
+    assert cfg.loss.tks.schedule == "linear"
+    # the common recipe (docs/reference.md §7.1): lr 5e-3 x batch 128 / 1024, 600 epochs of cosine, 5 warmup epochs
+    assert cfg.data.batch_size == 128 and cfg.optim.lr == pytest.approx(5e-3 * 128 / 1024)
+    assert (cfg.optim.epochs, cfg.optim.warmup_epochs, cfg.optim.warmup_lr, cfg.optim.min_lr) == (600, 5, 1e-6, 1e-5)
 
 
 @pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)

@@ -49,31 +49,51 @@ def only_run(out: Path) -> Path:
     return run_dir
 
 
+# `tks train` with one addition: after optimizer step PAUSE_AT it creates MARKER and sleeps, so the test can SIGKILL it
+# at exactly that point of training, however fast or slow the machine. torch's global optimizer-step hook reaches the
+# training loop's optimizer without any hook in tks itself.
+PAUSING_TRAIN = """
+import sys, time
+from pathlib import Path
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from tks.cli import main
+
+pause_at, marker, steps = int(sys.argv[1]), Path(sys.argv[2]), []
+
+def pause(optimizer, args, kwargs):
+    steps.append(1)
+    if len(steps) == pause_at:
+        marker.touch()
+        time.sleep(3600)
+
+register_optimizer_step_post_hook(pause)
+sys.exit(main(["train", *sys.argv[3:]]))
+"""
+
+
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight, killed, marker = tmp_path / "straight", tmp_path / "killed", tmp_path / "paused"
     subprocess.run(
         [*TKS, "train", *RESUME_SETTINGS, "--set", f"run.out_dir={straight}"], check=True, capture_output=True
     )
-    proc = subprocess.Popen(
-        [*TKS, "train", *RESUME_SETTINGS, "--set", f"run.out_dir={killed}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    log = None
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait for the first epoch to end, then kill during the second
-        runs = list(killed.glob("*/log.jsonl")) if killed.exists() else []
-        if runs and runs[0].read_text().count("\n") >= 1:
-            log = runs[0]
-            break
+    first = json.loads((only_run(straight) / "log.jsonl").read_text().splitlines()[0])
+    batch_size = load_config(only_run(straight) / "config.yaml").data.batch_size
+    steps_per_epoch = -(-first["train"]["samples"] // batch_size)
+    pause_at = steps_per_epoch + steps_per_epoch // 2  # the middle of the second epoch
+    argv = [sys.executable, "-c", PAUSING_TRAIN, str(pause_at), str(marker), *RESUME_SETTINGS]
+    with (tmp_path / "stderr").open("w") as stderr:  # the child keeps its own copy of the file
+        proc = subprocess.Popen([*argv, "--set", f"run.out_dir={killed}"], stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.time() + 600
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    assert log is not None, "the first epoch never finished"
-    time.sleep(0.4)
-    assert proc.poll() is None, "the run ended before it could be killed"
+    assert marker.exists(), f"never reached optimizer step {pause_at}: {(tmp_path / 'stderr').read_text()}"
+    assert proc.poll() is None  # it sleeps in the hook until killed
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    epochs_done = load_checkpoint(log.parent / "checkpoint.pt")["epoch"]
-    assert epochs_done < 4
+    log = only_run(killed) / "log.jsonl"
+    assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 1  # killed in epoch 2: epoch 1 is saved
+    assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
     assert main(["train", "--resume", str(log.parent)]) == 0
     assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 4
     lines = [json.loads(line) for line in log.read_text().splitlines()]
