@@ -160,14 +160,17 @@ def check_memory(out: str) -> None:
 
 def check_models(out: str) -> None:
     header, rows = table(out)
-    assert header == ["model", "input", "parameters", "forward+backward (ms)"]
+    assert header == ["model", "input", "batch", "parameters", "step (ms)", "GFLOPs/step", "GFLOP/s", "utilisation"]
     assert [r["model"] for r in rows] == list_models()
+    peak = Num.parse(re.search(r"matmul: ([\d.]+) GFLOP/s", out).group(1))
     inputs = {"spiking_cnn": "1x8x8", "spiking_lenet": "1x28x28", "spiking_convnet": "1x28x28"}
     inputs |= {"spiking_convnet_wide": "1x28x28", "vgg_snn": "2x32x32", "vgg_snn_small": "2x16x16"}  # capped at 32
     for r in rows:
-        assert r["input"] == inputs.get(r["model"], "3x32x32"), r
+        assert r["input"] == inputs.get(r["model"], "3x32x32") and r["batch"] == "2", r
         assert Num.parse(r["parameters"]).value == parameters(r["model"], int(r["input"][0])), r
-        assert Num.parse(r["forward+backward (ms)"]).hi > 0, r
+        rate = Num.parse(r["GFLOPs/step"]) / (Num.parse(r["step (ms)"]) * 1e-3)
+        assert Num.parse(r["GFLOPs/step"]).lo > 0 and Num.parse(r["GFLOP/s"]).agrees(rate), r
+        assert_ratio(r["utilisation"], Num.parse(r["GFLOP/s"]), peak)
 
 
 def check_recipe_step(out: str) -> None:
