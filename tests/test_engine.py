@@ -8,13 +8,15 @@ from torch import nn
 
 from tks.build import build_optimizer
 from tks.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint, save_checkpoint
-from tks.config import LossConfig, OptimConfig
+from tks.config import Config, LossConfig, OptimConfig, to_dict
 from tks.data import to_time_major
 from tks.engine import EvalSets, FitState, Training, fit, lr_at
+from tks.experiment import resume
 from tks.hooks import AppendLog, SaveCheckpoint
 from tks.inference import predict
 from tks.losses import Criterion
 from tks.models import create_model
+from tks.utils import rng_state
 
 
 def run_files(run_dir):
@@ -70,6 +72,34 @@ def test_corrupt_and_foreign_checkpoints_are_clear_errors(tmp_path):
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_a_checkpoint_of_an_older_version_loads_with_its_missing_fields_defaulted(tmp_path):
+    # written before ``selected``, ``train_seconds`` and ``log`` were recorded, with an empty scaler state
+    older = {
+        "model": {"w": torch.ones(2)},
+        "optimizer": {"state": {}, "param_groups": []},
+        "scaler": {},
+        "epoch": 3,
+        "best_top1": 0.5,
+        "best_epoch": 2,
+        "rng": rng_state(),
+        "config": {"model": {"name": "spiking_cnn"}},
+    }
+    torch.save(older, tmp_path / "checkpoint.pt")
+    record = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert record.resumable and (record.epoch, record.best_top1, record.best_epoch) == (3, 0.5, 2)
+    assert record.selected is None and record.train_seconds == 0.0 and record.log is None and record.scaler is None
+    assert set(record.to_payload()) == set(older) | {"selected", "train_seconds", "log"}
+    with pytest.raises(CheckpointError, match="its weights do not fit model 'spiking_cnn'"):
+        record.load_weights(nn.Linear(2, 2), "old.pt")
+
+
+def test_resuming_a_checkpoint_without_training_state_is_refused(tmp_path):
+    save_checkpoint(tmp_path / "checkpoint.pt", CheckpointRecord(model={}, config=to_dict(Config())))
+    assert not load_checkpoint(tmp_path / "checkpoint.pt").resumable
+    with pytest.raises(CheckpointError, match="holds a model but not the training state"):
+        resume(tmp_path)
 
 
 def test_fit_writes_log_and_checkpoint_and_learns(tmp_path):
