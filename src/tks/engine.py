@@ -1,7 +1,7 @@
 """The training loop: trains whatever model, loaders and criterion it is given, for the epochs of a schedule.
 
-It knows no model family, no dataset and no file: ``encode`` turns a loader batch into the time-major input
-``[T, B, ...]``, and the work at the end of each epoch (checkpoint, log line, TensorBoard, a caller's function:
+It knows no model family and no dataset, and writes no file: ``encode`` turns a loader batch into the time-major
+input ``[T, B, ...]``, and the work at the end of each epoch (checkpoint, log line, TensorBoard, a caller's function:
 ``tks.hooks``) is a list of hooks that ``fit`` calls on the main process with an ``EpochEnd``. After every epoch
 the model is measured on the evaluation sets (``EvalSets``) and the best epoch so far chosen on the selecting one.
 """
