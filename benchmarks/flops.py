@@ -6,7 +6,7 @@ Usage: python benchmarks/flops.py [--models spiking_lenet spiking_convnet ...] [
 For each model: parameters; forward FLOPs per sample at T steps, counted by ``torch.utils.flop_counter``
 (``FlopCounterMode``: convolutions and matrix products, 2 FLOPs per multiply-accumulate; normalisation, neurons
 and pooling are not counted) on one forward pass of a directly encoded batch, the image broadcast over T as
-``tks.experiment.encoder`` makes it (so a ``TimeInvariant`` first block counts once); the median time of a full
+``tks.build.encoder`` makes it (so a ``TimeInvariant`` first block counts once); the median time of a full
 training step (forward, mean cross-entropy, backward, AdamW) and of an inference forward of ``--eval-batch``
 images, as samples per second, on the CPU with ``--threads`` intra-op threads; and the seconds one epoch of 55,000
 images (Fashion-MNIST less a 5,000-image validation split) would take at that speed, data loading not included.
@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional
 from torch.utils.flop_counter import FlopCounterMode
 
-from tks.experiment import encoder
+from tks.build import encoder
 from tks.models import count_parameters, create_model
 
 MODELS = ("spiking_lenet", "spiking_convnet", "spiking_convnet_wide")

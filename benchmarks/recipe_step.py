@@ -19,10 +19,10 @@ from functools import partial
 import torch
 from training_step import measure  # the same warm-up and interleaved rounds (benchmarks/ is on sys.path)
 
+from tks.build import build_model, build_optimizer
 from tks.config import Config, load_config
 from tks.data import dataset_info, to_time_major
-from tks.engine import build_optimizer, train_one_epoch
-from tks.experiment import build_model
+from tks.engine import train_one_epoch
 from tks.losses import Criterion
 
 

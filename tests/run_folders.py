@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from tks.config import dump_config, load_config
-from tks.experiment import evaluate_checkpoint, train
+from tks.evaluation import evaluate_checkpoint
+from tks.experiment import train
 
 
 def fake_run(

@@ -203,7 +203,7 @@ def test_eval_steps_are_deduplicated_and_sorted(run_dir, capsys):
 def test_eval_refuses_a_t_that_cannot_fit_before_evaluating_any(run_dir, capsys):
     before = json.loads((run_dir / "metrics.json").read_text())
     err = one_line_error(["eval", str(run_dir / "checkpoint.pt"), "--steps", "3", "100000000"], capsys)
-    assert "--steps 100000000 with data.eval_batch_size=256 needs at least" in err
+    assert "T=100000000 with data.eval_batch_size=256 needs at least" in err
     assert "3" not in json.loads((run_dir / "metrics.json").read_text()).get("eval", {}).get("checkpoint.pt", {}).get(
         "steps", {}
     )
@@ -211,16 +211,16 @@ def test_eval_refuses_a_t_that_cannot_fit_before_evaluating_any(run_dir, capsys)
 
 
 def test_eval_out_of_memory_keeps_the_t_values_already_evaluated(run_dir, capsys, monkeypatch):
-    import tks.experiment
+    import tks.evaluation
 
-    real_predict = tks.experiment.predict
+    real_predict = tks.evaluation.predict
 
     def predict(model, batches, *, encode, device, **kwargs):
         if encode.keywords["num_steps"] == 4:
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
         return real_predict(model, batches, encode=encode, device=device, **kwargs)
 
-    monkeypatch.setattr(tks.experiment, "predict", predict)
+    monkeypatch.setattr(tks.evaluation, "predict", predict)
     err = one_line_error(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1", "3", "4"], capsys)
     assert "out of memory evaluating T=4" in err and "the results of T=1, 3 are in metrics.json" in err
     assert {"1", "3"} <= set(json.loads((run_dir / "metrics.json").read_text())["eval"]["checkpoint.pt"]["steps"])

@@ -17,7 +17,8 @@ from tks.config import Config, ConfigError, DataConfig, LossConfig, OptimConfig,
 from tks.data import DataOptions, DatasetError, build_dataset, digits_dvs
 from tks.data.digits_dvs import SENSOR, ensure_digits_dvs, simulate
 from tks.data.event_io import read_atis_bin
-from tks.experiment import evaluate_checkpoint, train
+from tks.evaluation import evaluate_checkpoint
+from tks.experiment import train
 
 
 def test_simulated_camera_is_deterministic_and_sees_both_polarities():
@@ -165,7 +166,7 @@ def test_fewer_steps_on_events_truncate_or_rebin(trained):
     checkpoint = result.run_dir / "checkpoint.pt"
     truncated = evaluate_checkpoint(checkpoint, [2, 4], device="cpu").steps
     assert truncated[4]["top1"] == pytest.approx(result.metrics["top1"])
-    with pytest.raises(ConfigError, match="--steps 6 needs --event-steps rebin"):
+    with pytest.raises(ConfigError, match="T=6 needs the events re-binned"):
         evaluate_checkpoint(checkpoint, [6], device="cpu")
     rebinned = evaluate_checkpoint(checkpoint, [2, 6], device="cpu", event_steps="rebin").steps
     assert len(rebinned[6]["per_step"]) == 6 and rebinned[2]["top1"] != truncated[2]["top1"]

@@ -115,16 +115,19 @@ def test_recordings_are_natural_order(tmp_path):
 
 
 def test_ncaltech101_trains_with_the_class_balanced_sampler(tmp_path):
+    from tks.build import make_loader
     from tks.config import Config, DataConfig, OptimConfig, RunConfig
     from tks.distributed import Dist
-    from tks.experiment import _loader, train
+    from tks.experiment import train
 
     write_ncaltech101(tmp_path / "data")
     data = DataConfig(
         name="ncaltech101", root=str(tmp_path / "data"), num_steps=2, frame_size=8, batch_size=4, frames_cache="off"
     )
     dataset, info = build_dataset("ncaltech101", "train", data.root, DataOptions(num_steps=2, frames_cache="off"))
-    loader = _loader(dataset, data, train=True, seed=0, device=torch.device("cpu"), dist=Dist.single(), balanced=True)
+    loader = make_loader(
+        dataset, data, train=True, seed=0, device=torch.device("cpu"), dist=Dist.single(), balanced=True
+    )
     assert isinstance(loader.sampler, ClassBalancedSampler) and len(loader.sampler) == len(dataset) == 10
     cfg = Config(
         data=data,

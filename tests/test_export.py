@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from tks.checkpoint import save_checkpoint
+from tks.checkpoint import CheckpointRecord, save_checkpoint
 from tks.cli import main
 from tks.config import Config, DataConfig, ModelConfig, to_dict
 from tks.export import ExportError, export_checkpoint, run_nir, to_nir
@@ -139,7 +139,7 @@ def test_an_event_model_exports_at_the_frame_size_it_was_trained_with(tmp_path):
         data=DataConfig(name="digits-dvs", num_steps=4, frame_size=16), model=ModelConfig(name="vgg_snn_small")
     )
     model = create_model("vgg_snn_small", num_classes=10, in_channels=2).eval()
-    save_checkpoint(tmp_path / "checkpoint.pt", {"model": model.state_dict(), "config": to_dict(cfg)})
+    save_checkpoint(tmp_path / "checkpoint.pt", CheckpointRecord(model.state_dict(), to_dict(cfg)))
     graph = nir.read(str(export_checkpoint(tmp_path / "checkpoint.pt")))
     assert graph.nodes["input"].input_type["input"].tolist() == [2, 16, 16]
     x = torch.rand(2, 3, 2, 16, 16)

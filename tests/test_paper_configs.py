@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tks.build import build_model
 from tks.compare import method_label
 from tks.config import LabelSmoothingOptions, StrongWeakOptions, TETOptions, TKSOptions, load_config
 from tks.data import dataset_info
-from tks.experiment import build_model
 from tks.losses import Criterion
 
 PAPER = sorted((Path(__file__).parents[1] / "configs" / "paper").glob("*.yaml"))

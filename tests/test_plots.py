@@ -184,5 +184,16 @@ def test_presentation_modules_read_files_only(module):
     tree = ast.parse((SRC / module).read_text())
     names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    forbidden = ("torch", "tks.models", "tks.data", "tks.engine", "tks.experiment", "tks.snn", "tks.utils")
+    forbidden = (
+        "torch",
+        "tks.models",
+        "tks.data",
+        "tks.build",
+        "tks.engine",
+        "tks.inference",
+        "tks.experiment",
+        "tks.evaluation",
+        "tks.snn",
+        "tks.utils",
+    )
     assert not [n for n in names if n.split(".")[0] == "torch" or n.startswith(forbidden)]

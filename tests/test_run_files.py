@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-import tks.engine
+import tks.hooks
 import tks.paths
 import tks.runfiles
 from tks.cli import main
@@ -28,16 +28,16 @@ def epochs_in_log(run_dir):
 
 def interrupted_run(out, epochs, stop_after, monkeypatch):
     """A run stopped right after epoch ``stop_after`` was checkpointed and logged (as by Ctrl-C)."""
-    real = tks.engine.append_jsonl
+    real = tks.hooks.append_jsonl
 
     def append_then_stop(path, record):
         real(path, record)
         if record["epoch"] == stop_after:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(tks.engine, "append_jsonl", append_then_stop)
+    monkeypatch.setattr(tks.hooks, "append_jsonl", append_then_stop)
     assert main(["train", *FAST, "--set", f"optim.epochs={epochs}", "--set", f"run.out_dir={out}"]) == 130
-    monkeypatch.setattr(tks.engine, "append_jsonl", real)
+    monkeypatch.setattr(tks.hooks, "append_jsonl", real)
     (run_dir,) = out.iterdir()
     return run_dir
 
@@ -49,7 +49,7 @@ def test_a_crash_between_checkpoint_and_log_line_loses_and_duplicates_nothing(tm
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    monkeypatch.setattr(tks.engine, "append_jsonl", fail_at_epoch_2)
+    monkeypatch.setattr(tks.hooks, "append_jsonl", fail_at_epoch_2)
     assert main(["train", *FAST, "--set", "optim.epochs=3", "--set", f"run.out_dir={tmp_path}"]) == 2
     assert "No space left on device" in capsys.readouterr().err
     (run_dir,) = tmp_path.iterdir()
@@ -130,7 +130,7 @@ def test_merge_reads_the_earlier_flat_layout(tmp_path):
 def test_eval_refuses_a_broken_metrics_file_before_evaluating(tmp_path, content, message, capsys, monkeypatch):
     run_dir = train(tmp_path, 1)
     (run_dir / "metrics.json").write_text(content)
-    monkeypatch.setattr("tks.experiment.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
+    monkeypatch.setattr("tks.evaluation.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
     capsys.readouterr()
     assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
     err = capsys.readouterr().err.strip()
@@ -175,7 +175,7 @@ def test_eval_into_a_read_only_run_folder_is_refused_before_evaluating(tmp_path,
     monkeypatch.setattr(
         tks.paths.os, "access", lambda p, mode: False if str(p) == str(run_dir) else real_access(p, mode)
     )
-    monkeypatch.setattr("tks.experiment.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
+    monkeypatch.setattr("tks.evaluation.predict", lambda *a, **k: pytest.fail("evaluated before the check"))
     capsys.readouterr()
     assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
     assert f"{run_dir} is read-only" in capsys.readouterr().err

@@ -16,13 +16,15 @@ import torch
 from torch import nn
 
 import tks
+from tks.build import build_optimizer, encoder
 from tks.checkpoint import load_checkpoint, save_checkpoint
 from tks.cli import main
 from tks.config import LossConfig, OptimConfig, load_config
 from tks.data import to_time_major
 from tks.distributed import Dist
-from tks.engine import NonFiniteGuard, NonFiniteLossError, build_optimizer, fit, train_one_epoch
-from tks.experiment import encoder, train
+from tks.engine import EvalSets, NonFiniteGuard, NonFiniteLossError, Training, fit, train_one_epoch
+from tks.experiment import train
+from tks.hooks import AppendLog, SaveCheckpoint
 from tks.losses import Criterion, LossOutput
 from tks.provenance import git_state
 from tks.snn import PerStep
@@ -41,7 +43,7 @@ RESUME_SETTINGS = [
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+    return load_checkpoint(run_dir / "checkpoint.pt").model
 
 
 def only_run(out: Path) -> Path:
@@ -92,10 +94,10 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     log = only_run(killed) / "log.jsonl"
-    assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 1  # killed in epoch 2: epoch 1 is saved
+    assert load_checkpoint(log.parent / "checkpoint.pt").epoch == 1  # killed in epoch 2: epoch 1 is saved
     assert [json.loads(line)["epoch"] for line in log.read_text().splitlines()] == [1]
     assert main(["train", "--resume", str(log.parent)]) == 0
-    assert load_checkpoint(log.parent / "checkpoint.pt")["epoch"] == 4
+    assert load_checkpoint(log.parent / "checkpoint.pt").epoch == 4
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2, 3, 4]
     assert main(["train", "--resume", str(log.parent)]) == 0  # a finished run: nothing left, metrics reported
@@ -149,19 +151,20 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(t
     cfg = OptimConfig(lr=1e-2, epochs=3, warmup_epochs=0)
     with pytest.raises(NonFiniteLossError, match="became nan at epoch 2, step 3"):
         fit(
-            model,
+            Training(
+                model,
+                NaNAt(1, 2, []),
+                build_optimizer(model, cfg),
+                cfg,
+                encode=partial(to_time_major, kind="static", num_steps=2),
+                device=torch.device("cpu"),
+            ),
             batches,
-            batches,
-            NaNAt(1, 2, []),
-            build_optimizer(model, cfg),
-            cfg,
-            encode=partial(to_time_major, kind="static", num_steps=2),
-            device=torch.device("cpu"),
-            run_dir=tmp_path,
-            checkpoint_extra={"config": {}},
+            EvalSets(batches),
+            hooks=[SaveCheckpoint(tmp_path, {}), AppendLog(tmp_path)],
         )
     saved = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert saved["epoch"] == 1 and all(torch.isfinite(v).all() for v in saved["model"].values())
+    assert saved.epoch == 1 and all(torch.isfinite(v).all() for v in saved.model.values())
     assert torch.isfinite(model[1].weight).all()  # the NaN never reached the weights
 
 
@@ -205,7 +208,7 @@ def test_best_checkpoint_follows_test_top1(tmp_path):
     run_dir = only_run(tmp_path)
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     best_epoch = max(range(3), key=lambda i: (log[i]["test"]["top1"], -i)) + 1
-    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best_epoch
+    assert load_checkpoint(run_dir / "best.pt").epoch == best_epoch
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["best_epoch"] == best_epoch and metrics["best_top1"] == log[best_epoch - 1]["test"]["top1"]
 
@@ -239,7 +242,7 @@ def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0 if "running" not in k and "num_batches" not in k)
     run_dir = only_run(tmp_path)  # only rank 0 wrote a run folder
-    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
+    assert load_checkpoint(run_dir / "checkpoint.pt").epoch == 2
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["num_samples"] == 360  # every test sample evaluated once
     log = json.loads((run_dir / "log.jsonl").read_text().splitlines()[0])
@@ -308,9 +311,9 @@ def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_
     assert socket.gethostname() not in (run_dir / "provenance.json").read_text()
 
     # one more epoch asked of the stored config, so that --resume has work to do: a second session
-    payload = load_checkpoint(run_dir / "checkpoint.pt")
-    payload["config"]["optim"]["epochs"] = 3
-    save_checkpoint(run_dir / "checkpoint.pt", payload)
+    record = load_checkpoint(run_dir / "checkpoint.pt")
+    record.config["optim"]["epochs"] = 3
+    save_checkpoint(run_dir / "checkpoint.pt", record)
     assert main(["train", "--resume", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     first, second = metrics["provenance"]["sessions"]
@@ -319,7 +322,7 @@ def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_
     log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     best = max(range(3), key=lambda i: (log[i]["val"]["top1"], -i)) + 1
     assert metrics["best_epoch"] == best and metrics["selected"]["top1"] == log[best - 1]["test"]["top1"]
-    assert load_checkpoint(run_dir / "best.pt")["epoch"] == best
+    assert load_checkpoint(run_dir / "best.pt").epoch == best
 
 
 def test_the_nan_guard_skips_the_update_on_the_device():

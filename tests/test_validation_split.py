@@ -7,10 +7,10 @@ import pytest
 import torch
 from data_files import write_fashion_mnist
 
+from tks.build import dataset_targets, load_split, load_training_data, make_loader
 from tks.config import ConfigError, DataConfig, load_config
 from tks.data.splits import holdout, stratified_subset
 from tks.distributed import Dist
-from tks.experiment import _loader, dataset_targets, load_split, load_training_data
 
 
 def test_stratified_subset_takes_each_class_in_proportion_by_largest_remainder():
@@ -115,7 +115,7 @@ def test_distributed_sampler_shares_out_the_training_images_only():
     data = load_training_data(cfg)
     seen = []
     for rank in (0, 1):
-        loader = _loader(
+        loader = make_loader(
             data.train, cfg, train=True, seed=0, device=torch.device("cpu"), dist=Dist(rank=rank, world_size=2)
         )
         seen.append({data.train.indices[i] for i in loader.sampler})

@@ -6,7 +6,8 @@ and the metrics in ``tks.metrics`` take those logits.
 
 from tks import data, losses, metrics, models, snn
 from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
-from tks.experiment import evaluate_checkpoint, train
+from tks.evaluation import evaluate_checkpoint
+from tks.experiment import train
 from tks.losses import TKSLoss, linear_ramp, mean_ce, strong_weak_loss, tet_loss, tks_loss
 from tks.models import create_model, list_models
 

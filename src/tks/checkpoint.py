@@ -1,4 +1,9 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, failing with a clear message."""
+"""The checkpoint file: one typed record (``CheckpointRecord``), written atomically and read safely.
+
+This is the only module that knows the layout of ``checkpoint.pt`` and ``best.pt`` (docs/run-files.md): the record
+turns into the file's dict in ``to_payload`` and back in ``from_payload``; files are read with ``weights_only=True``
+and every failure is one ``CheckpointError`` line.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,114 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
-from tks.errors import TKSError
+from tks.errors import TKSError, short_message
 
 
 class CheckpointError(TKSError):
     """A checkpoint that is missing, truncated or not ours."""
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` so that a crash never leaves a partial file behind.
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What a checkpoint holds: a trained model with its config, and what a run needs to continue exactly.
+
+    Only ``model`` and ``config`` are required: a file with just those (an export's input, or a model saved by
+    hand) loads as a model. Training writes every field. Fields added over time are optional on reading, so that
+    checkpoints of older versions still load (``from_payload``).
+    """
+
+    model: Mapping[str, Tensor]
+    """The weights: ``state_dict`` of the plain model (no DDP or ``torch.compile`` wrapper)."""
+    config: Mapping[str, Any]
+    """The resolved config as a plain dict (``tks.config.to_dict``)."""
+    optimizer: Mapping[str, Any] | None = None
+    scaler: Mapping[str, Any] | None = None
+    """The fp16 gradient scaler's state (None for other precisions)."""
+    epoch: int | None = None
+    """Completed epochs of the weights (None when the file does not say)."""
+    best_top1: float | None = None
+    """Best top-1 so far on the selecting set."""
+    best_epoch: int | None = None
+    """The (1-based) epoch that reached it: the weights in ``best.pt``."""
+    selected: Mapping[str, Any] | None = None
+    """That epoch's test metrics (None in checkpoints written before they were recorded)."""
+    train_seconds: float = 0.0
+    """Wall time of every training session up to this checkpoint (0 in checkpoints written before it was)."""
+    rng: Mapping[str, Any] | None = None
+    """Every random generator's state (``tks.utils.rng_state``)."""
+    log: Mapping[str, Any] | None = None
+    """This epoch's line of ``log.jsonl``: a resume puts it back when the append after the checkpoint was lost."""
+
+    @property
+    def resumable(self) -> bool:
+        """Whether it holds what continuing the run needs: optimizer, progress and generator states."""
+        return None not in (self.optimizer, self.epoch, self.best_top1, self.best_epoch, self.rng)
+
+    def load_weights(self, model: nn.Module, where: str | Path) -> None:
+        """Put the record's weights into ``model`` (the plain model its config builds).
+
+        Raises:
+            CheckpointError: when the weights do not fit (a checkpoint of another version or a hand-edited config).
+        """
+        try:
+            model.load_state_dict(self.model)
+        except RuntimeError as exc:
+            name = self.config.get("model", {}).get("name")
+            raise CheckpointError(f"{where}: its weights do not fit model {name!r}: {short_message(exc)}") from None
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict stored in the file: tensors and plain Python values only (loadable with ``weights_only``)."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "epoch": self.epoch,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "selected": self.selected,
+            "train_seconds": self.train_seconds,
+            "rng": self.rng,
+            "log": self.log,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any, where: str | Path) -> CheckpointRecord:
+        """The record of a file's dict, from this version or an older one.
+
+        Raises:
+            CheckpointError: when ``payload`` is not a dict with the mappings ``model`` and ``config``.
+        """
+        if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+            raise CheckpointError(f"{where} is not a tks checkpoint (expected a dict with 'model' and 'config')")
+        for key in ("model", "config"):
+            if not isinstance(payload[key], Mapping):
+                kind = type(payload[key]).__name__
+                raise CheckpointError(f"{where} is not a tks checkpoint: its {key!r} entry is a {kind}, not a mapping")
+        return cls(
+            model=payload["model"],
+            config=payload["config"],
+            optimizer=payload.get("optimizer"),
+            scaler=payload.get("scaler") or None,
+            epoch=payload.get("epoch"),
+            best_top1=payload.get("best_top1"),
+            best_epoch=payload.get("best_epoch"),
+            selected=payload.get("selected"),
+            train_seconds=payload.get("train_seconds", 0.0),
+            rng=payload.get("rng"),
+            log=payload.get("log"),
+        )
+
+
+def save_checkpoint(path: str | Path, record: CheckpointRecord) -> None:
+    """Write ``record`` to ``path`` so that a crash never leaves a partial file behind.
 
     The data goes to a temporary file in the same folder, is flushed to disk, then renamed over ``path`` (an atomic
     replace on POSIX and Windows): readers see the old checkpoint or the new one, never a mix.
@@ -33,7 +132,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(record.to_payload(), f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,8 +145,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``save_checkpoint`` (tensors and plain Python values only).
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CheckpointRecord:
+    """Read a checkpoint written by ``save_checkpoint``, by this version or an older one.
 
     Raises:
         CheckpointError: when the file is missing, corrupt, or holds something other than a checkpoint dict.
@@ -65,13 +164,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
-    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
-        raise CheckpointError(f"{path} is not a tks checkpoint (expected a dict with 'model' and 'config')")
-    for key in ("model", "config"):
-        if not isinstance(payload[key], Mapping):
-            kind = type(payload[key]).__name__
-            raise CheckpointError(f"{path} is not a tks checkpoint: its {key!r} entry is a {kind}, not a mapping")
-    return payload
+    return CheckpointRecord.from_payload(payload, path)
 
 
 def _first_line(exc: BaseException) -> str:

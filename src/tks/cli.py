@@ -84,8 +84,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``tks eval CHECKPOINT [--steps T ...]``."""
-    from tks.experiment import evaluate_checkpoint
+    from tks.config import ConfigError
+    from tks.evaluation import evaluate_checkpoint
 
+    if args.steps is not None and any(t < 1 for t in args.steps):
+        raise ConfigError(f"--steps must all be >= 1, got {args.steps}")
+    if args.early_exit is not None and any(not 0.0 <= th <= 1.0 for th in args.early_exit):
+        raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {args.early_exit}")
     evaluate_checkpoint(
         args.checkpoint,
         args.steps,

@@ -1,40 +1,32 @@
-"""The training loop: trains whatever model, loaders and criterion it is given.
+"""The training loop: trains whatever model, loaders and criterion it is given, for the epochs of a schedule.
 
-It knows no model family and no dataset; ``encode`` turns a loader batch into the time-major input ``[T, B, ...]``.
-Files written into the run folder (by the main process only): ``log.jsonl`` (one line per epoch), ``checkpoint.pt``
-(after every epoch, atomically) and ``best.pt`` (the epoch with the best top-1 on the selecting set: a validation
-split, or the test set as the official code does). A checkpoint holds everything needed to continue exactly:
-weights, optimizer, gradient scaler, completed epochs, best score, the selected epoch's test metrics and the
-random-number-generator states.
+It knows no model family and no dataset, and writes no file: ``encode`` turns a loader batch into the time-major
+input ``[T, B, ...]``, and the work at the end of each epoch (checkpoint, log line, TensorBoard, a caller's function:
+``tks.hooks``) is a list of hooks that ``fit`` calls on the main process with an ``EpochEnd``. After every epoch
+the model is measured on the evaluation sets (``EvalSets``) and the best epoch so far chosen on the selecting one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from tks.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
+from tks.checkpoint import load_checkpoint
 from tks.config import OptimConfig
-from tks.distributed import Dist, all_gather_objects, all_reduce_sum
+from tks.distributed import Dist, all_reduce_sum
 from tks.errors import TKSError
+from tks.inference import SINGLE, Batches, Encoder, autocast, predict
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
-from tks.runfiles import append_jsonl
-
-Encoder = Callable[[Tensor], Tensor]
-Batches = Iterable[tuple[Tensor, Tensor]]
-SINGLE = Dist.single()
 
 
 class NonFiniteLossError(TKSError):
@@ -48,7 +40,7 @@ class FitState:
     epoch: int = 0
     """Completed epochs."""
     best_top1: float = -1.0
-    """Best top-1 so far on the set that selects (``fit``'s ``select_on``)."""
+    """Best top-1 so far on the selecting set (``EvalSets.select_on``)."""
     best_epoch: int = 0
     """The (1-based) epoch that reached it."""
     selected: dict[str, Any] | None = None
@@ -58,6 +50,70 @@ class FitState:
     """Wall time of the training sessions before this one (a resumed run counts all of them)."""
 
 
+@dataclass(frozen=True)
+class Training:
+    """What the loop trains and how: the model, its loss and optimizer, the schedule, and how a batch runs."""
+
+    model: nn.Module
+    """The model to train, possibly wrapped (DistributedDataParallel, ``torch.compile``)."""
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    schedule: OptimConfig
+    """Epochs, learning-rate schedule (``lr_at``) and gradient accumulation."""
+    encode: Encoder
+    """Loader batch -> time-major input ``[T, B, ...]``."""
+    device: torch.device
+    precision: str = "fp32"
+    """``fp32``, ``bf16`` or ``fp16`` (autocast; the loss is computed in fp32)."""
+    scaler: torch.amp.GradScaler | None = None
+    """The gradient scaler of ``fp16``."""
+    dist: Dist = SINGLE
+    progress: bool = False
+    """Draw a progress bar on a terminal (main process only)."""
+
+
+@dataclass(frozen=True)
+class EvalSets:
+    """The sets measured after every epoch, and the one whose top-1 chooses the best epoch."""
+
+    test: Batches
+    val: Batches | None = None
+    """A validation split (test transform), when there is one."""
+    train_eval: Batches | None = None
+    """Training images without augmentation: the clean training accuracy."""
+    select_on: Literal["val", "test"] = "test"
+    """``val`` (needs ``val``) or ``test``, as the official code does; the test set otherwise only reports."""
+    best_checkpoint: Path | None = None
+    """Where the best epoch's weights are saved (``best.pt``): their test metrics are measured from it at the end
+    when the state of a resumed run lacks them (checkpoints written before they were recorded)."""
+
+    def __post_init__(self) -> None:
+        if self.select_on not in ("val", "test"):
+            raise ValueError(f"select_on must be 'val' or 'test', got {self.select_on!r}")
+        if self.select_on == "val" and self.val is None:
+            raise ValueError("select_on='val' needs a validation set")
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """What an epoch-end hook sees: the epoch's log record and the loop's state after it."""
+
+    record: dict[str, Any]
+    """The epoch's line of ``log.jsonl``: ``epoch`` (1-based), ``lr``, ``tks_weight``, ``train``, the evaluated
+    sets' summaries, ``elapsed_s`` and ``process_cpu_s``."""
+    state: FitState
+    """Progress after this epoch (hooks read it, never change it)."""
+    improved: bool
+    """This epoch is the best so far on the selecting set."""
+    training: Training
+    train_seconds: float
+    """Wall time of every session up to now."""
+
+
+EpochHook = Callable[[EpochEnd], None]
+"""Work done at the end of every epoch on the main process, in list order (``tks.hooks``)."""
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside DistributedDataParallel and ``torch.compile`` wrappers."""
     while True:
@@ -65,23 +121,6 @@ def unwrap(model: nn.Module) -> nn.Module:
         if inner is None:
             return model
         model = inner
-
-
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or Adam; weight decay on weight tensors (ndim > 1) only, as timm's ``create_optimizer``.
-
-    Biases, BatchNorm parameters and other 1-D parameters get no decay. The fused implementation is used where
-    PyTorch has one for the parameters' device: one kernel per step, and it can skip an update on the device
-    (``NonFiniteGuard``), so that guarding against a non-finite loss costs no host-device synchronisation.
-    """
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer_cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam}[cfg.name]
-    try:
-        return optimizer_cls(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
-    except RuntimeError:  # a device or dtype without a fused kernel: the default implementation
-        return optimizer_cls(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
 
 
 class NonFiniteGuard:
@@ -161,38 +200,6 @@ def lr_at(epoch: int, cfg: OptimConfig) -> float:
     if epoch < cfg.warmup_epochs:
         return cfg.warmup_lr + epoch * (cfg.lr - cfg.warmup_lr) / cfg.warmup_epochs
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The autocast context of a precision: ``fp32`` none, ``bf16`` bfloat16, ``fp16`` float16 (CUDA only)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision in ("bf16", "fp16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-    raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator's state, as tensors and plain values (loadable with ``weights_only=True``)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, python_state, python_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
-        "python": {"version": version, "state": list(python_state), "gauss": python_gauss},
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state`` returned."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
 
 
 def train_one_epoch(
@@ -276,71 +283,24 @@ def train_one_epoch(
     return stats
 
 
-@torch.inference_mode()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    *,
-    encode: Encoder,
-    device: torch.device,
-    precision: str = "fp32",
-    dist: Dist = SINGLE,
-) -> tuple[Tensor, Tensor]:
-    """Per-step logits of a whole evaluation set (each process's share, gathered from all processes).
-
-    Returns:
-        ``(logits [T, N, K], targets [N])`` on the CPU, in float32.
-    """
-    model.eval()
-    logits, targets = [], []
-    for x, y in batches:
-        with autocast(device, precision):
-            logits.append(model(encode(x.to(device, non_blocking=True))).float().cpu())
-        targets.append(y.cpu())
-    parts = all_gather_objects((logits, targets), dist)
-    logits = [chunk for part_logits, _ in parts for chunk in part_logits]
-    targets = [chunk for _, part_targets in parts for chunk in part_targets]
-    if not logits:
-        raise ValueError("the evaluation set is empty")
-    return torch.cat(logits, dim=1), torch.cat(targets)
-
-
 SUMMARY_KEYS = ("top1", "top5", "aurc", "per_step")
 """The metrics of an evaluation that ``log.jsonl`` records every epoch."""
 
 
 def fit(
-    model: nn.Module,
+    training: Training,
     train_batches: Batches,
-    test_batches: Batches,
-    criterion: Criterion,
-    optimizer: torch.optim.Optimizer,
-    optim_cfg: OptimConfig,
+    evaluated: EvalSets,
     *,
-    encode: Encoder,
-    device: torch.device,
-    run_dir: Path,
-    checkpoint_extra: dict[str, Any],
-    val_batches: Batches | None = None,
-    train_eval_batches: Batches | None = None,
-    select_on: Literal["val", "test"] = "test",
-    precision: str = "fp32",
-    scaler: torch.amp.GradScaler | None = None,
-    accumulate: int = 1,
     state: FitState | None = None,
-    dist: Dist = SINGLE,
-    progress: bool = False,
-    tensorboard: bool = False,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    hooks: Sequence[EpochHook] = (),
 ) -> dict[str, Any]:
-    """Train from ``state.epoch`` to ``optim_cfg.epochs``, evaluating after each epoch.
+    """Train from ``state.epoch`` to ``training.schedule.epochs``, evaluating after each epoch.
 
-    After every epoch the model is evaluated on the validation batches (when given), the test batches and the
-    train-eval batches (when given: training images without augmentation). The main process appends a record to
-    ``run_dir/log.jsonl``, rewrites ``run_dir/checkpoint.pt`` (plus ``checkpoint_extra``, e.g. the config) and
-    copies it to ``best.pt`` when the top-1 on the ``select_on`` set (``val``, which needs ``val_batches``, or
-    ``test``) improved; the test set then only reports, unless it is the one that selects. Samplers with
-    ``set_epoch`` (DistributedSampler) get the epoch, so the data order depends only on the epoch.
+    After every epoch the model is measured on the validation set (when given), the test set and the train-eval set
+    (when given); the best epoch is the one with the highest top-1 on the ``select_on`` set. The main process then
+    calls ``hooks`` in order (``tks.hooks``: checkpoint, log line, TensorBoard, ...). Samplers with ``set_epoch``
+    (DistributedSampler) get the epoch, so the data order depends only on the epoch.
 
     Returns:
         ``classification_metrics`` of the final model on the test set, plus ``best_top1`` (on the ``select_on``
@@ -348,51 +308,37 @@ def fit(
         ``selected_on``), ``val`` and ``train_eval`` (the final model's metrics there, when evaluated), ``epoch``
         (completed) and ``train_seconds`` (of every session, ``state.train_seconds`` included).
     """
-    if select_on not in ("val", "test"):
-        raise ValueError(f"select_on must be 'val' or 'test', got {select_on!r}")
-    if select_on == "val" and val_batches is None:
-        raise ValueError("select_on='val' needs val_batches")
     state = state or FitState()
-    epochs = optim_cfg.epochs
+    epochs = training.schedule.epochs
     start = time.perf_counter()
     cpu_start = time.process_time()  # CPU time of this process: the cost of a run on a shared machine
     final: dict[str, Any] = {}
     val: dict[str, Any] | None = None
     train_eval: dict[str, Any] | None = None
-
-    def measure(batches: Batches | None) -> dict[str, Any] | None:
-        if batches is None:
-            return None
-        logits, targets = predict(model, batches, encode=encode, device=device, precision=precision, dist=dist)
-        return classification_metrics(logits, targets)
-
-    writer = _tensorboard_writer(run_dir) if tensorboard and dist.is_main else None
     sampler = getattr(train_batches, "sampler", None)
     for epoch in range(state.epoch, epochs):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        lr = lr_at(epoch, optim_cfg)
-        for group in optimizer.param_groups:
+        lr = lr_at(epoch, training.schedule)
+        for group in training.optimizer.param_groups:
             group["lr"] = lr
         train = train_one_epoch(
-            model,
+            training.model,
             train_batches,
-            criterion,
-            optimizer,
-            encode=encode,
+            training.criterion,
+            training.optimizer,
+            encode=training.encode,
             epoch=epoch,
             epochs=epochs,
-            device=device,
-            precision=precision,
-            scaler=scaler,
-            accumulate=accumulate,
-            dist=dist,
-            progress=progress,
+            device=training.device,
+            precision=training.precision,
+            scaler=training.scaler,
+            accumulate=training.schedule.accumulate,
+            dist=training.dist,
+            progress=training.progress,
         )
-        val = measure(val_batches)
-        final = measure(test_batches)
-        train_eval = measure(train_eval_batches)
-        score = (val if select_on == "val" else final)["top1"]
+        val, final, train_eval = _measure(training, evaluated)
+        score = (val if evaluated.select_on == "val" else final)["top1"]
         improved = score > state.best_top1
         if improved:
             state.best_top1, state.best_epoch, state.selected = score, epoch + 1, final
@@ -400,7 +346,7 @@ def fit(
         record = {
             "epoch": epoch + 1,
             "lr": lr,
-            "tks_weight": criterion.tks_weight(epoch, epochs),
+            "tks_weight": training.criterion.tks_weight(epoch, epochs),
             "train": train,
             **({"val": _summary(val)} if val is not None else {}),
             "test": _summary(final),
@@ -408,45 +354,23 @@ def fit(
             "elapsed_s": time.perf_counter() - start,
             "process_cpu_s": time.process_time() - cpu_start,
         }
-        if dist.is_main:
-            payload = {
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": state.epoch,
-                "best_top1": state.best_top1,
-                "best_epoch": state.best_epoch,
-                "selected": state.selected,
-                "train_seconds": state.train_seconds + time.perf_counter() - start,
-                "rng": rng_state(),
-                "log": record,  # this epoch's line of log.jsonl: a resume restores it if the append below is lost
-                **checkpoint_extra,
-            }
-            # Checkpoint first, log line after: a crash in between leaves a log one line short, which the
-            # resume mends from the checkpoint, never a log ahead of the checkpoint (an epoch logged twice).
-            save_checkpoint(run_dir / "checkpoint.pt", payload)
-            if improved:
-                copy_checkpoint(run_dir / "checkpoint.pt", run_dir / "best.pt")
-            append_jsonl(run_dir / "log.jsonl", record)
-            if writer is not None:
-                _write_scalars(writer, record)
-            if on_epoch_end is not None:
-                on_epoch_end(record)
-    if writer is not None:
-        writer.close()
+        if training.dist.is_main:
+            end = EpochEnd(record, state, improved, training, state.train_seconds + time.perf_counter() - start)
+            for hook in hooks:
+                hook(end)
     if not final:  # resumed after the last epoch: nothing to train, report the model as it is
-        val, final, train_eval = measure(val_batches), measure(test_batches), measure(train_eval_batches)
+        val, final, train_eval = _measure(training, evaluated)
     if state.best_epoch == state.epoch and state.selected is None:
         state.selected = final
     if state.selected is None:  # resumed from a checkpoint written before the selected metrics were recorded
-        state.selected = _evaluate_saved(model, run_dir / "best.pt", measure, test_batches)
+        state.selected = _measure_saved(training, evaluated)
     metrics = {
         **final,
         "epoch": state.epoch,
         "best_top1": state.best_top1,
         "best_epoch": state.best_epoch,
-        "selected_on": select_on,
-        "selected": {"epoch": state.best_epoch, "selected_on": select_on, **state.selected},
+        "selected_on": evaluated.select_on,
+        "selected": {"epoch": state.best_epoch, "selected_on": evaluated.select_on, **state.selected},
     }
     if val is not None:
         metrics["val"] = val
@@ -456,41 +380,33 @@ def fit(
     return metrics
 
 
+def _metrics_on(training: Training, batches: Batches | None) -> dict[str, Any] | None:
+    if batches is None:
+        return None
+    t = training
+    logits, targets = predict(t.model, batches, encode=t.encode, device=t.device, precision=t.precision, dist=t.dist)
+    return classification_metrics(logits, targets)
+
+
+def _measure(training: Training, evaluated: EvalSets) -> tuple[dict[str, Any] | None, dict[str, Any], dict | None]:
+    """The current model's metrics on the validation, test and train-eval sets (in that order: the data order)."""
+    val = _metrics_on(training, evaluated.val)
+    test = _metrics_on(training, evaluated.test)
+    return val, test, _metrics_on(training, evaluated.train_eval)
+
+
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in SUMMARY_KEYS}
 
 
-def _evaluate_saved(
-    model: nn.Module,
-    path: Path,
-    measure: Callable[[Batches | None], dict[str, Any] | None],
-    batches: Batches,
-) -> dict[str, Any]:
-    """The test metrics of the weights saved in ``path``; the model's own weights are put back afterwards."""
-    inner = unwrap(model)
+def _measure_saved(training: Training, evaluated: EvalSets) -> dict[str, Any]:
+    """The test metrics of the weights in ``best_checkpoint``; the model's own weights are put back afterwards."""
+    if evaluated.best_checkpoint is None:
+        raise ValueError("the selected epoch's metrics are unknown and no best_checkpoint holds its weights")
+    inner = unwrap(training.model)
     current = {k: v.detach().clone() for k, v in inner.state_dict().items()}
-    inner.load_state_dict(load_checkpoint(path)["model"])
+    inner.load_state_dict(load_checkpoint(evaluated.best_checkpoint).model)
     try:
-        return measure(batches)
+        return _metrics_on(training, evaluated.test)
     finally:
         inner.load_state_dict(current)
-
-
-def _tensorboard_writer(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:  # tensorboard is an optional package
-        raise TKSError(f"run.tensorboard needs the tensorboard package (pip install tensorboard): {exc}") from None
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-
-def _write_scalars(writer: Any, record: dict[str, Any]) -> None:
-    epoch = record["epoch"]
-    writer.add_scalar("lr", record["lr"], epoch)
-    writer.add_scalar("tks_weight", record["tks_weight"], epoch)
-    for key, value in record["train"].items():
-        writer.add_scalar(f"train/{key}", value, epoch)
-    for split in ("val", "test", "train_eval"):
-        for key in ("top1", "top5", "aurc"):
-            if split in record:
-                writer.add_scalar(f"{split}/{key}", record[split][key], epoch)

@@ -38,6 +38,12 @@ class StepsError(TKSError, ValueError):
     """A model asked to run at a number of time steps it cannot handle."""
 
 
+def short_message(exc: BaseException) -> str:
+    """An exception's first two non-empty lines, joined, at most 300 characters: the gist of a library's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300]
+
+
 def check_per_step(logits: Any, target: Any) -> None:
     """Raise a clear ``ValueError`` unless ``logits`` is ``[T, B, K]`` and ``target`` is ``[B]``."""
     if logits.dim() != 3:

@@ -286,7 +286,7 @@ def export_checkpoint(
 
     ``dt`` and ``pooling`` are those of ``to_nir``.
     """
-    from tks.experiment import load_model  # the only place that rebuilds models from configs
+    from tks.build import load_model  # the only place that rebuilds models from configs
 
     if not math.isfinite(dt) or dt <= 0:
         raise ExportError(f"--dt must be a finite number of seconds > 0, got {dt}")

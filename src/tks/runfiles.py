@@ -1,4 +1,7 @@
-"""The JSON files of a run folder, written so that nothing is lost, duplicated or mixed (docs/run-files.md).
+"""The files of a run folder other than checkpoints, written here only, so that nothing is lost, duplicated or mixed.
+
+``config.yaml``, ``log.jsonl``, ``metrics.json`` and ``features.npz`` are written by this module's functions;
+``provenance.json`` through ``write_json``; the checkpoints by ``tks.checkpoint`` (docs/run-files.md).
 
 * ``log.jsonl`` gets an epoch's line only after that epoch's checkpoint is on disk, and the checkpoint carries the
   line too: a crash between the two leaves the log one line short, and ``repair_log`` (run by every resume) puts
@@ -19,10 +22,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tks.config import Config, dump_config
 from tks.errors import TKSError
 
 FINAL_CHECKPOINT = "checkpoint.pt"
 """The file holding a run's latest (at the end: final) model."""
+BEST_CHECKPOINT = "best.pt"
+"""The file holding the model of the best epoch on the selecting set."""
+LOG = "log.jsonl"
+"""One line per completed epoch."""
 
 
 class RunFileError(TKSError):
@@ -33,16 +43,33 @@ def _cannot_write(path: Path, exc: OSError) -> RunFileError:
     return RunFileError(f"cannot write {path}: {exc.strerror or exc}")
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (temporary file, then rename); one ``RunFileError`` line when the write fails."""
-    path = Path(path)
+def _write_text(path: Path, text: str) -> None:
+    """Write a text file atomically (temporary file, then rename); one ``RunFileError`` line when it fails."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _cannot_write(path, exc) from None
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (temporary file, then rename); one ``RunFileError`` line when the write fails."""
+    _write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def write_config(run_dir: str | Path, config: Config) -> None:
+    """Write the resolved config of a new run to ``config.yaml`` (what ``tks compare`` and sweeps read)."""
+    _write_text(Path(run_dir) / "config.yaml", dump_config(config))
+
+
+def write_features(path: str | Path, features: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
+    """Write ``tks eval``'s features (``[N, D]``, labels and predictions ``[N]``) as a compressed ``.npz``."""
+    try:
+        np.savez_compressed(path, features=features, labels=labels, predictions=predictions)
+    except OSError as exc:
+        raise _cannot_write(Path(path), exc) from None
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -140,7 +167,7 @@ def repair_log(run_dir: str | Path, epoch: int, record: dict[str, Any] | None) -
     Lines of later epochs (a log ahead of its checkpoint, from older versions or a crash) and a half-written last
     line are dropped; the checkpoint's own line (``record``) is put back when the crash came before it was appended.
     """
-    path = Path(run_dir) / "log.jsonl"
+    path = Path(run_dir) / LOG
     kept: dict[int, str] = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -154,12 +181,7 @@ def repair_log(run_dir: str | Path, epoch: int, record: dict[str, Any] | None) -
         kept[epoch] = json.dumps(record)
     text = "".join(kept[e] + "\n" for e in sorted(kept))
     if not path.exists() or path.read_text(encoding="utf-8", errors="replace") != text:
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise _cannot_write(path, exc) from None
+        _write_text(path, text)
 
 
 def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:

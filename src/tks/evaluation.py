@@ -1,0 +1,179 @@
+"""Evaluation of a saved model (``tks eval``): its test set at several T, from the checkpoint alone.
+
+``evaluate_checkpoint`` rebuilds the model from the checkpoint's stored config (``tks.build.load_model``), measures
+it, and merges the results into the run's ``metrics.json`` (``tks.runfiles``); it checks everything it can refuse
+(arguments, output files, memory for every T) before measuring anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from tks.activity import measure_activity
+from tks.build import LoadedModel, build_model, encoder, load_model, load_split, make_loader
+from tks.config import Config, ConfigError
+from tks.distributed import Dist
+from tks.errors import short_message
+from tks.inference import collect_features, predict
+from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
+from tks.paths import check_writable_file
+from tks.preflight import activation_bytes, check_memory
+from tks.runfiles import FINAL_CHECKPOINT, merge_evaluation, read_metrics, write_features
+from tks.utils import resolve_device
+
+FEATURES_LIMIT = 2000
+"""Samples whose features ``tks eval --features`` saves: enough for a t-SNE picture, small enough to keep."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What ``evaluate_checkpoint`` measured (also merged into the run's ``metrics.json`` under ``"eval"``)."""
+
+    steps: dict[int, dict[str, Any]]
+    activity: dict[str, Any] | None = None
+    early_exit: list[dict[str, float]] | None = None
+    epoch: int | None = None
+    """Completed epochs of the evaluated weights."""
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    steps: Sequence[int] | None = None,
+    *,
+    data_root: str | None = None,
+    device: str = "auto",
+    features: bool = False,
+    activity: bool = False,
+    early_exit: Sequence[float] | None = None,
+    event_steps: str = "truncate",
+    on_result: Callable[[EvalResult], None] | None = None,
+) -> EvalResult:
+    """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
+
+    Weights do not depend on T, so the same network runs at any T; static inputs are repeated T times. The results
+    are merged into ``metrics.json`` of the checkpoint's folder under ``eval[<checkpoint file name>]``, with the
+    checkpoint's epoch (see docs/run-files.md): ``checkpoint.pt`` and ``best.pt`` keep separate tables. The
+    metrics file is checked (valid JSON, writable) before the evaluation starts.
+
+    Args:
+        path: a ``checkpoint.pt`` (or ``best.pt``) written by ``train``.
+        steps: the values of T (default: the T it was trained with).
+        data_root: overrides the dataset folder stored in the checkpoint's config.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        features: also save the time-averaged penultimate features of the first ``FEATURES_LIMIT`` test samples at
+            the trained T to ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
+        activity: also measure firing rates, operations and energy at the trained T (``tks.activity``).
+        early_exit: also sweep these confidence thresholds of anytime inference at the largest T.
+        event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
+            frames (T may not exceed them); ``rebin`` bins the events into T frames (a frame cache per T, built
+            when missing). Recorded in the evaluation.
+        on_result: called with the results before anything is written (the CLI prints them), so that a failing
+            write (a full disk) loses nothing that was measured.
+
+    Returns:
+        The metrics for every T, and the activity and early-exit curve when asked for.
+    """
+    path = Path(path)
+    _check_arguments(steps, early_exit, event_steps)
+    loaded = load_model(path)
+    cfg, info = loaded.config, loaded.info
+    metrics_path = path.with_name("metrics.json")
+    read_metrics(metrics_path)  # refuse a corrupt or unwritable file now, not after the evaluation
+    check_writable_file(metrics_path, "the run's metrics file")
+    features_path = path.with_name("features.npz" if path.name == FINAL_CHECKPOINT else f"features-{path.stem}.npz")
+    if features:
+        check_writable_file(features_path, "the features file")
+    steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    root = data_root if data_root is not None else cfg.data.root
+    rebin = info.kind == "events" and event_steps == "rebin"
+    if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:
+        raise ConfigError(
+            f"the test frames have the trained T={cfg.data.num_steps}; T={max(steps)} needs the events re-binned "
+            "(event_steps 'rebin')"
+        )
+    loader = _test_loader(cfg, root, dev)
+    _check_memory(loaded, steps, dev)  # every T before any is run, so that a refusal throws no evaluation away
+    # re-binned event results go under their own key, so that merged evaluations never mix the two meanings of T
+    steps_key = "steps_rebin" if rebin else "steps"
+    results: dict[int, dict[str, Any]] = {}
+    logits_at: dict[int, Tensor] = {}
+    for t in steps:
+        batches = _test_loader(cfg, root, dev, num_steps=t) if rebin and t != cfg.data.num_steps else loader
+        try:
+            logits, targets = predict(model, batches, encode=encoder(info.kind, t), device=dev)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            _keep_measured(path, loaded.epoch, steps_key, results)
+            saved = f"; the results of T={', '.join(map(str, results))} are in metrics.json" if results else ""
+            raise ConfigError(f"out of memory evaluating T={t}: {short_message(exc)}{saved}") from None
+        results[t], logits_at[t] = classification_metrics(logits, targets), logits
+    evaluation: dict[str, Any] = {steps_key: {str(t): m for t, m in results.items()}}
+    curve = None
+    if early_exit is not None:
+        longest = max(steps)
+        curve = early_exit_curve(logits_at[longest], targets, tuple(early_exit) or DEFAULT_EXIT_THRESHOLDS)
+        evaluation["early_exit"] = {"num_steps": longest, "curve": curve}
+    trained_encoder = encoder(info.kind, cfg.data.num_steps)
+    counts = None
+    if activity:
+        counts = measure_activity(
+            model, loader, encode=trained_encoder, device=dev, real_valued_input=info.kind == "static"
+        )
+        evaluation["activity"] = counts
+    collected = None
+    if features:
+        collected = collect_features(model, loader, encode=trained_encoder, device=dev, limit=FEATURES_LIMIT)
+    result = EvalResult(results, counts, curve, loaded.epoch)
+    if on_result is not None:  # shown before anything is written: a failed write then loses no measurement
+        on_result(result)
+    if collected is not None:
+        write_features(features_path, *collected)
+    merge_evaluation(path.parent, path.name, loaded.epoch, evaluation)
+    return result
+
+
+def _check_arguments(steps: Sequence[int] | None, early_exit: Sequence[float] | None, event_steps: str) -> None:
+    if steps is not None and any(t < 1 for t in steps):
+        raise ConfigError(f"every number of time steps must be >= 1, got {list(steps)}")
+    if early_exit is not None and any(not 0.0 <= th <= 1.0 for th in early_exit):
+        raise ConfigError(f"early-exit thresholds must be in [0, 1], got {list(early_exit)}")
+    if event_steps not in ("truncate", "rebin"):
+        raise ConfigError(f"event_steps must be 'truncate' or 'rebin', got {event_steps!r}")
+
+
+def _test_loader(cfg: Config, root: str, device: torch.device, num_steps: int | None = None) -> DataLoader:
+    """The test set's loader; ``num_steps`` re-bins event data into that many frames."""
+    test_set, _ = load_split(cfg.data, "test", root, num_steps=num_steps)
+    return make_loader(test_set, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=Dist.single())
+
+
+def _check_memory(loaded: LoadedModel, steps: Sequence[int], device: torch.device) -> None:
+    """Refuse, before any evaluation, a T whose activations cannot fit in ``device``'s free memory."""
+    cfg, info = loaded.config, loaded.info
+    build = partial(build_model, cfg.model, info, cfg.data.num_steps)
+    batch = cfg.data.eval_batch_size
+    for t in steps:
+        needed = activation_bytes(build, info.in_channels, info.input_size, steps=t, batch=batch, training=False)
+        check_memory(needed, device, f"T={t} with data.eval_batch_size={batch}")
+
+
+def _keep_measured(path: Path, epoch: int | None, steps_key: str, results: dict[int, dict[str, Any]]) -> None:
+    """Merge the T measured before a failure into ``metrics.json``, so that they are not lost."""
+    if results:
+        merge_evaluation(path.parent, path.name, epoch, {steps_key: {str(k): m for k, m in results.items()}})
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure: Python's, CUDA's, or the CPU allocator's RuntimeError."""
+    return isinstance(exc, MemoryError | torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
