@@ -497,3 +497,19 @@ def test_lif_ops_fake_outputs_match_real_ones(layout, keep_membrane):
     if keep_membrane:
         grad = torch.randn(3, 2, 4, 5, 6)  # contiguous, whatever layout the membrane has
         torch.library.opcheck(torch.ops.tks.lif_backward.default, (grad, h_seq.detach(), 2.0, 0.5, "atan", 2.0, False))
+
+
+def test_the_kernel_backward_writes_no_zero_gradient_for_the_internal_membrane():
+    if (
+        choose_backend(torch.device("cpu"), torch.float32, "tks", make_surrogate("piecewise_quadratic", 2.0))
+        != "cpu_kernel"
+    ):
+        pytest.skip("the C kernel did not build here")
+    x = torch.randn(4, 8, 16, 6, 6, requires_grad=True)
+    spikes = LIF(engine="tks")(x)
+    grad = torch.ones_like(spikes)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        spikes.backward(grad)
+    fills = [e.key for e in prof.key_averages() if e.key in ("aten::fill_", "aten::zero_", "aten::zeros")]
+    assert fills == []  # autograd used to fill a zero tensor of x's size for the membrane output it never uses
+    assert x.grad is not None and x.grad.abs().sum() > 0
