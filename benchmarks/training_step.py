@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -137,6 +138,16 @@ def loss_seconds(steps: int, batch: int, classes: int = 10, repeats: int = 200) 
     return statistics.median(times["ce"]), statistics.median(times["tks"])
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), which every figure must state."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def measure(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     for step in steps.values():  # warm-up: allocations, kernel build, autocast caches
         step()
@@ -154,13 +165,19 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--steps", type=int, default=4, help="T")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=None, help="one batch for every model (default: CASES)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--quick", action="store_true", help="tiny inputs, 1 round (smoke test)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cases = QUICK if args.quick else {m: CASES[m] for m in args.models}
+    if args.batch and not args.quick:
+        cases = {m: (c, s, args.batch) for m, (c, s, _) in cases.items()}
     repeats = 1 if args.quick else args.repeats
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, T={args.steps}, fp32 unless noted, "
-        f"median of {repeats} interleaved rounds; times in ms"
+        f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads, T={args.steps}, "
+        f"fp32 unless noted, median of {repeats} interleaved rounds; times in ms"
     )
     print(
         "| model | input | batch | ann | tks | sj | tks/ann | (tks-ann)/(sj-ann) | sj/tks "

@@ -228,6 +228,7 @@ def test_every_benchmark_has_a_table_check():
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+@pytest.mark.slow
 def test_benchmark_quick_mode_prints_its_table(script):
     CHECKS[script.name](run_quick(script))
 

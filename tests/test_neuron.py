@@ -106,6 +106,7 @@ def test_cpu_kernel_bfloat16_is_close_to_float64():
     assert (low.double() != exact).float().mean() < 0.01  # rounding the input to bf16 flips a few spikes
 
 
+@pytest.mark.slow
 def test_kernel_can_be_disabled_and_falls_back_without_a_compiler(tmp_path):
     code = (
         "import warnings, torch\n"

@@ -56,9 +56,10 @@ def run(command, cwd):
     return subprocess.run([str(exe), *argv[1:]], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
 
 
+@pytest.mark.slow
 def test_every_readme_shell_command_runs(workdir):
     """`tks train` with no argument is the full default recipe: it must reach at least 97% on digits."""
-    commands = [c for c in bash_commands() if c not in (INSTALL, "pytest")]
+    commands = [c for c in bash_commands() if c not in (INSTALL, "pytest", "pytest -m slow")]
     assert commands[0] == "tks train"
     first = run(commands[0], workdir)
     assert first.returncode == 0, first.stderr
@@ -87,6 +88,7 @@ def test_readme_commands_that_need_data_or_gpus_parse():
 
 
 @pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(BLOCKS) if lang == "python"])
+@pytest.mark.slow
 def test_every_readme_python_block_runs(index, tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", BLOCKS[index][1]], cwd=tmp_path, capture_output=True, text=True, timeout=300

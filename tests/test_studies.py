@@ -17,6 +17,7 @@ SHORT = ["--set", "data.train_limit=2048", "--set", "data.test_limit=256", "--se
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DEBIAN.is_dir(), reason="apt-get install dataset-fashion-mnist")
+@pytest.mark.slow
 def test_study_1_reruns_end_to_end_and_compares(tmp_path):
     env = {**os.environ, "TKS_CACHE": str(tmp_path / "cache")}
     folder = tmp_path / "fashion-mnist"

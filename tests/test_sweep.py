@@ -65,6 +65,7 @@ def finished_grid(tmp_path_factory):
     return work, first
 
 
+@pytest.mark.slow
 def test_local_sweep_trains_evaluates_and_compares_every_run(finished_grid):
     work, first = finished_grid
     assert first.returncode == 0, first.stdout + first.stderr
@@ -86,6 +87,7 @@ def test_local_sweep_trains_evaluates_and_compares_every_run(finished_grid):
     assert (work / "out" / ".sweep" / "logs" / "tiny-ce-s0.log").is_file()
 
 
+@pytest.mark.slow
 def test_second_sweep_skips_the_finished_runs(finished_grid):
     work, _ = finished_grid
     before = run_folders(work / "out")
@@ -113,6 +115,7 @@ def test_dry_run_lists_states_folders_and_differences(finished_grid):
     assert list((work / "out" / ".sweep" / "claims").iterdir()) == [] and len(run_folders(work / "out")) == 4
 
 
+@pytest.mark.slow
 def test_killed_run_is_resumed_by_the_next_sweep(tmp_path):
     sweep = {"base": dict(BASE, optim={"epochs": 3, "warmup_epochs": 0}, data={"num_steps": 4}), "out_dir": "out"}
     write(tmp_path, sweep)
@@ -142,6 +145,7 @@ def test_killed_run_is_resumed_by_the_next_sweep(tmp_path):
     assert [s["first_epoch"] for s in sessions] == [0, epochs]
 
 
+@pytest.mark.slow
 def test_failing_run_is_reported_while_the_others_finish(tmp_path):
     # Valid in the config, fails at run time: digits has 1,437 training images, fewer than one batch of 4,096.
     write(tmp_path, {"base": BASE, "out_dir": "out", "grid": {"data.batch_size": [64, 4096]}})
@@ -154,6 +158,7 @@ def test_failing_run_is_reported_while_the_others_finish(tmp_path):
     assert [prefix(r) for r in run_folders(tmp_path / "out")] == ["tiny-batch_size=64"]
 
 
+@pytest.mark.slow
 def test_claimed_run_is_left_to_the_sweep_that_holds_it(tmp_path):
     """A second sweep of the same file skips what the first is working on (here the test holds one claim)."""
     path = write(tmp_path, dict(GRID, grid={"run.seed": [0, 1]}, name="tiny-s{run.seed}", eval=[]))
@@ -170,6 +175,7 @@ def test_claimed_run_is_left_to_the_sweep_that_holds_it(tmp_path):
     assert listing.stdout.splitlines()[2].split()[:2] == ["in", "use"]
 
 
+@pytest.mark.slow
 def test_two_sweeps_of_one_file_at_once_train_each_run_once(tmp_path):
     write(tmp_path, dict(GRID, grid={"run.seed": [0, 1]}, name="tiny-s{run.seed}", eval=[]))
     command = [sys.executable, "-m", "tks", "sweep", "sweep.yaml", "--parallel", "1"]
@@ -261,6 +267,7 @@ def test_committed_study_results_are_recognised_as_finished():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason='pip install -e ".[ray]"')
+@pytest.mark.slow
 def test_ray_executor_runs_the_grid_on_a_local_ray(tmp_path):
     write(tmp_path, dict(GRID, eval=[]))
     result = tks_sweep("sweep.yaml", "--executor", "ray", cwd=tmp_path)
@@ -271,6 +278,7 @@ def test_ray_executor_runs_the_grid_on_a_local_ray(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason='pip install -e ".[slurm]"')
+@pytest.mark.slow
 def test_slurm_executor_runs_the_grid_through_submitits_local_executor(tmp_path):
     write(tmp_path, dict(GRID, grid={"loss.name": ["ce", "tks"]}, name="tiny-{loss.name}", eval=[]))
     result = tks_sweep("sweep.yaml", "--executor", "slurm", "--slurm-cluster", "local", cwd=tmp_path)

@@ -74,6 +74,7 @@ sys.exit(main(["train", *sys.argv[3:]]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     straight, killed, marker = tmp_path / "straight", tmp_path / "killed", tmp_path / "paused"
     subprocess.run(
@@ -226,6 +227,7 @@ torch.save(result.model.state_dict(), f"{out}/rank{rank}.pt")
 """
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_keeps_ranks_identical(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
