@@ -1,6 +1,7 @@
 """Every registered model: parameters, one training step's time and FLOPs, and its utilisation of the CPU.
 
-Usage: python benchmarks/models.py [--batch B] [--steps 4] [--repeats 3] [--threads 1] [--models NAME ...] [--quick]
+Usage: python benchmarks/models.py [--batch B] [--steps 4] [--repeats 3] [--threads 1] [--models NAME ...]
+                                   [--channels-last] [--quick]
 
 Each model runs on its paper input size (VGG-SNN 2x48x48 events, CIFAR models 3x32x32, SEW-ResNet-18/34/50
 3x224x224, the 28x28 networks, the digits CNN 1x8x8) at a batch typical of its regime (``BATCH``; ``--batch``
@@ -70,13 +71,16 @@ def matmul_flops_per_second(size: int, repeats: int, clock: Callable[[], float])
 
 
 def training_step(
-    name: str, batch: int, steps: int, size_cap: int | None
+    name: str, batch: int, steps: int, size_cap: int | None, channels_last: bool = False
 ) -> tuple[torch.nn.Module, Callable[[], None]]:
     """The model and one training step of it on random input ``[T, B, C, H, W]``."""
     in_channels, size = INPUT.get(name, (3, 32))
     size = min(size, size_cap) if size_cap else size
     model = create_model(name, num_classes=10, in_channels=in_channels)
     x = torch.rand(steps, batch, in_channels, size, size) * 2  # strong enough to make every layer spike
+    if channels_last:  # as run.channels_last does: the model's weights and each step's images
+        model = model.to(memory_format=torch.channels_last)
+        x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
     def step() -> None:
         model(x).square().mean().backward()
@@ -99,6 +103,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=list_models(), choices=list_models(), metavar="NAME")
+    parser.add_argument("--channels-last", action="store_true", help="model and images channels-last")
     parser.add_argument(
         "--quick", action="store_true", help="batch 2, one repeat, inputs of at most 32x32 (smoke test)"
     )
@@ -108,7 +113,8 @@ def main() -> None:
     clock = time.process_time if args.threads == 1 else time.perf_counter
     peak = matmul_flops_per_second(matmul, max(repeats, 3), clock)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), T={args.steps}, K=10, fp32; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), T={args.steps}, K=10, fp32, "
+        f"{'channels-last' if args.channels_last else 'contiguous'}; "
         f"{matmul}x{matmul} matmul: {peak / 1e9:.1f} GFLOP/s"
     )
     print("| model | input | batch | parameters | step (ms) | GFLOPs/step | GFLOP/s | utilisation |")
@@ -117,7 +123,7 @@ def main() -> None:
         batch = 2 if args.quick else args.batch or BATCH.get(name, 16)
         in_channels, size = INPUT.get(name, (3, 32))
         size = min(size, cap) if cap else size
-        model, step = training_step(name, batch, args.steps, cap)
+        model, step = training_step(name, batch, args.steps, cap, args.channels_last)
         seconds = median_seconds(step, repeats, clock)
         flops = step_flops(step)
         rate = flops / seconds
