@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from tks.compare import experiment_settings
-from tks.config import Config, ConfigError, _parse_yaml, flatten, load_config, to_dict
+from tks.config import Config, ConfigError, flatten, load_config, to_dict
+from tks.config.loader import parse_yaml
 from tks.errors import TKSError
 
 SWEEP_KEYS = ("base", "out_dir", "name", "grid", "runs", "eval")
@@ -139,7 +140,7 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SweepError(f"sweep file not found: {path}")
     try:
-        data = _parse_yaml(path.read_text(encoding="utf-8"), str(path))  # config's loader: no key twice either
+        data = parse_yaml(path.read_text(encoding="utf-8"), str(path))  # config's loader: no key twice either
     except (UnicodeDecodeError, OSError) as exc:
         raise SweepError(f"{path} cannot be read as a YAML text file: {exc}") from None
     except ConfigError as exc:
