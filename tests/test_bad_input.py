@@ -12,11 +12,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tks.build import resolve_device
 from tks.checkpoint import CheckpointError, load_checkpoint
 from tks.cli import main
 from tks.config import ConfigError, load_config
 from tks.errors import DeviceError, TKSWarning
-from tks.utils import resolve_device
 
 FAST = ["--set", "optim.epochs=1", "--set", "data.num_steps=1", "--set", "run.progress=false"]
 
@@ -229,7 +229,7 @@ def test_eval_out_of_memory_keeps_the_t_values_already_evaluated(run_dir, capsys
 @pytest.mark.parametrize("dt", ["nan", "inf", "0", "-1e-4"])
 def test_export_dt_must_be_finite_and_positive(run_dir, dt, capsys):
     err = one_line_error(["export", str(run_dir / "checkpoint.pt"), f"--dt={dt}"], capsys)
-    assert "--dt must be a finite number of seconds > 0" in err
+    assert "dt must be a finite number of seconds > 0, got" in err
 
 
 def test_export_out_that_is_a_folder_and_in_a_missing_folder(run_dir, tmp_path, capsys):

@@ -241,7 +241,7 @@ def test_paired_differences_by_hand(tmp_path):
     assert cells[3] == "+1.17 [-0.73, +3.06]"  # 7/6 ± 4.3027 * 0.7638 / sqrt(3): contains 0, no star
     assert cells[5] == "-10.00 [-10.00, -10.00]*"  # AURC x10^3 lower by exactly 10 each seed: excludes 0
     assert "TKS − LS" not in text
-    with pytest.raises(RunFolderError, match="--paired 'TET': no such method"):
+    with pytest.raises(RunFolderError, match="paired='TET': no such method"):
         compare_runs([tmp_path], paired="TET")
 
 

@@ -16,7 +16,7 @@ from tks.hooks import AppendLog, SaveCheckpoint
 from tks.inference import predict
 from tks.losses import Criterion
 from tks.models import create_model
-from tks.utils import rng_state
+from tks.seeding import rng_state
 
 
 def run_files(run_dir):

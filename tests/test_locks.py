@@ -11,7 +11,7 @@ import pytest
 from concurrency import FORK, run_at_once
 from run_folders import fake_run
 
-from tks import utils
+from tks import runfiles
 from tks.cli import main
 from tks.compare import compare_runs
 from tks.config import load_config
@@ -132,8 +132,8 @@ def make_run_dir_in_step(out, barrier):
         return real_mkdir(self, *args, **kwargs)
 
     Path.mkdir = mkdir
-    utils.time.strftime = lambda fmt, *args: "20250101-000000"
-    return utils.make_run_dir(out, "race").name
+    runfiles.time.strftime = lambda fmt, *args: "20250101-000000"
+    return runfiles.make_run_dir(out, "race").name
 
 
 def test_two_runs_started_in_the_same_second_get_two_folders(tmp_path):

@@ -1,4 +1,4 @@
-"""Objects from a config: the model, the data (datasets, subsets, samplers, loaders), the encoder, the optimizer.
+"""Objects from a config: device, model, data (datasets, subsets, samplers, loaders), encoder and optimizer.
 
 The one place that builds models and data from config values (``tks.experiment`` trains them, ``tks.evaluation``
 measures them, ``tks.export`` converts them); ``load_model`` rebuilds a checkpoint's model from its stored config.
@@ -22,6 +22,7 @@ from tks.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig
 from tks.data import ClassBalancedSampler, DataOptions, DatasetInfo, build_dataset, check_options, to_time_major
 from tks.data.splits import TRAIN_EVAL_SEED, VAL_SEED, holdout, stratified_subset
 from tks.distributed import Dist
+from tks.errors import DeviceError
 from tks.models import create_model
 from tks.snn import make_neuron
 
@@ -286,3 +287,26 @@ def load_model(path: str | Path) -> LoadedModel:
     model = build_model(cfg.model, info, cfg.data.num_steps)
     record.load_weights(model, path)
     return LoadedModel(model.eval(), info, cfg, record.epoch)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` becomes CUDA when available, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` must exist here.
+
+    Raises:
+        DeviceError: for a string torch cannot parse, another device type, or a GPU this machine does not have.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise DeviceError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"device {device!r}: no CUDA GPU is available here; use cpu (or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise DeviceError(f"device {device!r} does not exist: this machine has cuda:0 to cuda:{count - 1}")
+    return resolved

@@ -54,7 +54,7 @@ class CheckpointRecord:
     train_seconds: float = 0.0
     """Wall time of every training session up to this checkpoint (0 in checkpoints written before it was)."""
     rng: Mapping[str, Any] | None = None
-    """Every random generator's state (``tks.utils.rng_state``)."""
+    """Every random generator's state (``tks.seeding.rng_state``)."""
     log: Mapping[str, Any] | None = None
     """This epoch's line of ``log.jsonl``: a resume puts it back when the append after the checkpoint was lost."""
 

@@ -169,7 +169,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``tks export CHECKPOINT --format nir``."""
     from tks.export import export_checkpoint
+    from tks.paths import check_writable_file
 
+    # Checked here as well as in the library so that the message names the flag, not the Python parameter.
+    if args.out is not None:
+        check_writable_file(args.out, "--out")
     target = export_checkpoint(args.checkpoint, args.out, dt=args.dt, pooling=args.pooling)
     print(f"wrote {target}")
     return 0
@@ -178,7 +182,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``tks compare RUN_DIR... [--out DIR] [--model final|selected]``: Table 4 over the runs, mean ± std."""
     from tks.compare import compare_runs
+    from tks.paths import check_writable_folder
 
+    if args.out:
+        check_writable_folder(args.out, "--out")
     print(compare_runs(args.run_dirs, args.out, model=args.model, paired=args.paired), end="")
     if args.out:
         print(f"\nwrote {args.out}/compare.md and {args.out}/compare.csv")
@@ -187,8 +194,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``tks plot RUN_DIR... [--out DIR] [--trained-at-each-t]``: Fig. 3, 4, 5 and training curves."""
+    from tks.paths import check_writable_folder
     from tks.plots import plot_runs
 
+    check_writable_folder(args.out, "--out")
     files, notes = plot_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
     _print_notes(notes)
     print("wrote " + " ".join(str(f) for f in files))
@@ -197,8 +206,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``tks report RUN_DIR... [--out FILE]``: one self-contained HTML page."""
+    from tks.paths import check_writable_file
     from tks.report import report_runs
 
+    if args.out is not None:
+        check_writable_file(args.out, "--out")
     page, notes = report_runs(args.run_dirs, args.out, trained_at_each_t=args.trained_at_each_t)
     _print_notes(notes)
     print(f"wrote {page}")

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tks.activity import measure_activity
-from tks.build import LoadedModel, build_model, encoder, load_model, load_split, make_loader
+from tks.build import LoadedModel, build_model, encoder, load_model, load_split, make_loader, resolve_device
 from tks.config import Config, ConfigError
 from tks.distributed import Dist
 from tks.errors import short_message
@@ -27,7 +27,6 @@ from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_e
 from tks.paths import check_writable_file
 from tks.preflight import activation_bytes, check_memory
 from tks.runfiles import FINAL_CHECKPOINT, merge_evaluation, read_metrics, write_features
-from tks.utils import resolve_device
 
 FEATURES_LIMIT = 2000
 """Samples whose features ``tks eval --features`` saves: enough for a t-SNE picture, small enough to keep."""
@@ -85,39 +84,26 @@ def evaluate_checkpoint(
     _check_arguments(steps, early_exit, event_steps)
     loaded = load_model(path)
     cfg, info = loaded.config, loaded.info
-    metrics_path = path.with_name("metrics.json")
-    read_metrics(metrics_path)  # refuse a corrupt or unwritable file now, not after the evaluation
-    check_writable_file(metrics_path, "the run's metrics file")
-    features_path = path.with_name("features.npz" if path.name == FINAL_CHECKPOINT else f"features-{path.stem}.npz")
-    if features:
-        check_writable_file(features_path, "the features file")
+    features_path = _check_outputs(path, features)  # before the evaluation, not after it
     steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
-    dev = resolve_device(device)
-    model = loaded.model.to(dev)
-    root = data_root if data_root is not None else cfg.data.root
     rebin = info.kind == "events" and event_steps == "rebin"
     if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:
         raise ConfigError(
             f"the test frames have the trained T={cfg.data.num_steps}; T={max(steps)} needs the events re-binned "
             "(event_steps 'rebin')"
         )
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    root = data_root if data_root is not None else cfg.data.root
     loader = _test_loader(cfg, root, dev)
     _check_memory(loaded, steps, dev)  # every T before any is run, so that a refusal throws no evaluation away
     # re-binned event results go under their own key, so that merged evaluations never mix the two meanings of T
     steps_key = "steps_rebin" if rebin else "steps"
-    results: dict[int, dict[str, Any]] = {}
-    logits_at: dict[int, Tensor] = {}
-    for t in steps:
-        batches = _test_loader(cfg, root, dev, num_steps=t) if rebin and t != cfg.data.num_steps else loader
-        try:
-            logits, targets = predict(model, batches, encode=encoder(info.kind, t), device=dev)
-        except (MemoryError, RuntimeError) as exc:
-            if not _out_of_memory(exc):
-                raise
-            _keep_measured(path, loaded.epoch, steps_key, results)
-            saved = f"; the results of T={', '.join(map(str, results))} are in metrics.json" if results else ""
-            raise ConfigError(f"out of memory evaluating T={t}: {short_message(exc)}{saved}") from None
-        results[t], logits_at[t] = classification_metrics(logits, targets), logits
+
+    def loader_at(t: int) -> DataLoader:
+        return _test_loader(cfg, root, dev, num_steps=t) if rebin and t != cfg.data.num_steps else loader
+
+    results, logits_at, targets = _measure_steps(path, loaded, model, steps, loader_at, steps_key, dev)
     evaluation: dict[str, Any] = {steps_key: {str(t): m for t, m in results.items()}}
     curve = None
     if early_exit is not None:
@@ -141,6 +127,45 @@ def evaluate_checkpoint(
         write_features(features_path, *collected)
     merge_evaluation(path.parent, path.name, loaded.epoch, evaluation)
     return result
+
+
+def _check_outputs(path: Path, features: bool) -> Path:
+    """Refuse a corrupt or unwritable ``metrics.json`` (and features file); return the features file's path."""
+    metrics_path = path.with_name("metrics.json")
+    read_metrics(metrics_path)
+    check_writable_file(metrics_path, "the run's metrics file")
+    features_path = path.with_name("features.npz" if path.name == FINAL_CHECKPOINT else f"features-{path.stem}.npz")
+    if features:
+        check_writable_file(features_path, "the features file")
+    return features_path
+
+
+def _measure_steps(
+    path: Path,
+    loaded: LoadedModel,
+    model: torch.nn.Module,
+    steps: Sequence[int],
+    loader_at: Callable[[int], DataLoader],
+    steps_key: str,
+    device: torch.device,
+) -> tuple[dict[int, dict[str, Any]], dict[int, Tensor], Tensor]:
+    """Classification metrics at each T, the logits ``[T, N, K]`` of each, and the targets ``[N]``.
+
+    Out of memory at some T keeps the T measured before it in ``metrics.json`` and stops with one line.
+    """
+    results: dict[int, dict[str, Any]] = {}
+    logits_at: dict[int, Tensor] = {}
+    for t in steps:
+        try:
+            logits, targets = predict(model, loader_at(t), encode=encoder(loaded.info.kind, t), device=device)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_memory(exc):
+                raise
+            _keep_measured(path, loaded.epoch, steps_key, results)
+            saved = f"; the results of T={', '.join(map(str, results))} are in metrics.json" if results else ""
+            raise ConfigError(f"out of memory evaluating T={t}: {short_message(exc)}{saved}") from None
+        results[t], logits_at[t] = classification_metrics(logits, targets), logits
+    return results, logits_at, targets
 
 
 def _check_arguments(steps: Sequence[int] | None, early_exit: Sequence[float] | None, event_steps: str) -> None:

@@ -28,6 +28,7 @@ from tks.build import (
     load_split,
     load_training_data,
     make_loader,
+    resolve_device,
     scaled_optim,
     stored_config,
 )
@@ -46,13 +47,14 @@ from tks.runfiles import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
     is_finished,
+    make_run_dir,
     read_metrics,
     remove_stale_temporaries,
     repair_log,
     write_config,
     write_training_metrics,
 )
-from tks.utils import make_run_dir, resolve_device, seed_everything, set_rng_state
+from tks.seeding import seed_everything, set_rng_state
 
 
 @dataclass(frozen=True)

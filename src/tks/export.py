@@ -289,9 +289,9 @@ def export_checkpoint(
     from tks.build import load_model  # the only place that rebuilds models from configs
 
     if not math.isfinite(dt) or dt <= 0:
-        raise ExportError(f"--dt must be a finite number of seconds > 0, got {dt}")
+        raise ExportError(f"dt must be a finite number of seconds > 0, got {dt}")
     target = Path(out) if out is not None else Path(path).with_name("model.nir")
-    check_writable_file(target, "--out")
+    check_writable_file(target, "out")
     model, info, cfg, _ = load_model(path)
     graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
     graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)

@@ -18,7 +18,7 @@ from tks.engine import EpochEnd, unwrap
 from tks.errors import TKSError
 from tks.provenance import SessionLog
 from tks.runfiles import BEST_CHECKPOINT, FINAL_CHECKPOINT, LOG, append_jsonl
-from tks.utils import rng_state
+from tks.seeding import rng_state
 
 
 class SaveCheckpoint:

@@ -146,7 +146,7 @@ def report_runs(
     Returns:
         The file written, and notes on what the figures left out.
     """
-    check_writable_file(out, "--out")
+    check_writable_file(out, "out")
     page, notes = build_report(read_runs(paths), trained_at_each_t=trained_at_each_t)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the runs were read

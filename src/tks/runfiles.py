@@ -1,4 +1,4 @@
-"""The files of a run folder other than checkpoints, written here only, so that nothing is lost, duplicated or mixed.
+"""A run folder and its files other than checkpoints, written here only, so that nothing is lost, duplicated or mixed.
 
 ``config.yaml``, ``log.jsonl``, ``metrics.json`` and ``features.npz`` are written by this module's functions;
 ``provenance.json`` through ``write_json``; the checkpoints by ``tks.checkpoint`` (docs/run-files.md).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,20 @@ def remove_stale_temporaries(run_dir: str | Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def make_run_dir(out_dir: str | Path, name: str) -> Path:
+    """Create ``<out_dir>/<name>-<YYYYmmdd-HHMMSS>`` (with a numeric suffix if it exists already).
+
+    Runs started in the same second, even by processes racing each other, get different folders: the folder is
+    created, not looked for first, and a name another process created meanwhile moves on to the next suffix.
+    """
+    base = Path(out_dir) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    run_dir, n = base, 1
+    while True:
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
