@@ -211,7 +211,22 @@ def check_training_step(out: str) -> None:
         assert re.fullmatch(r"-?\d+\.\d\d%", r["TKS-loss overhead"]), r
 
 
+def check_before_after(out: str) -> None:
+    header, rows = table(out)
+    assert header == (
+        "model | input | batch | train before | train after | train after/before | infer before | infer after "
+        "| infer after/before"
+    ).split(" | ")
+    assert [(r["model"], r["input"], r["batch"]) for r in rows] == [("spiking_cnn", "1x8x8", "16")]
+    for part in ("train", "infer"):
+        before, after = Num.parse(rows[0][f"{part} before"]), Num.parse(rows[0][f"{part} after"])
+        assert min(before.lo, after.lo) > 0
+        assert_ratio(rows[0][f"{part} after/before"], after, before)
+    assert re.search(r"before: \w+(\+dirty)? \(.+\); after: \w+", out), out  # the two versions are named
+
+
 CHECKS = {
+    "before_after.py": check_before_after,
     "flops.py": check_flops,
     "frame_loading.py": check_frame_loading,
     "gpu.py": check_gpu,
