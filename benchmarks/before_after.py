@@ -20,11 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from tks.provenance import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,17 +80,6 @@ print(json.dumps({"train": median_seconds(train_step, True), "infer": median_sec
 """
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def measure(tree: Path, case: list) -> dict[str, float]:
     """One process of ``tree``'s tks: median seconds of a training step and of an inference pass."""
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "OMP_NUM_THREADS": str(case[-1])}
@@ -132,8 +122,8 @@ def main() -> None:
             raise SystemExit(f"{tree} is not a tks checkout (no src/tks)")
     trees = {"before": args.before.resolve(), "after": args.after.resolve()}
     print(
-        f"{cpu_model()}; {args.threads} thread(s) per process; T={args.steps}; fp32; median over {args.rounds} "
-        f"alternating processes of the median of {args.steps_per_round} steps; times in ms"
+        f"{cpu_model() or 'unknown CPU'}; {args.threads} thread(s) per process; T={args.steps}; fp32; "
+        f"median over {args.rounds} alternating processes of the median of {args.steps_per_round} steps; times in ms"
     )
     print(f"before: {git_revision(trees['before'])} ({trees['before']}); after: {git_revision(trees['after'])}")
     print(

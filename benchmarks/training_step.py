@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from torch import nn
 
 from tks.losses import mean_ce, tks_loss
 from tks.models import create_model
+from tks.provenance import cpu_model
 from tks.snn import make_neuron
 
 # (in_channels, size, batch) per network: the paper's input sizes, small batches
@@ -138,16 +138,6 @@ def loss_seconds(steps: int, batch: int, classes: int = 10, repeats: int = 200) 
     return statistics.median(times["ce"]), statistics.median(times["tks"])
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), which every figure must state."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
-
-
 def measure(steps: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
     for step in steps.values():  # warm-up: allocations, kernel build, autocast caches
         step()
@@ -176,8 +166,8 @@ def main() -> None:
         cases = {m: (c, s, args.batch) for m, (c, s, _) in cases.items()}
     repeats = 1 if args.quick else args.repeats
     print(
-        f"{cpu_model()}; torch {torch.__version__}, {torch.get_num_threads()} threads, T={args.steps}, "
-        f"fp32 unless noted, median of {repeats} interleaved rounds; times in ms"
+        f"{cpu_model() or 'unknown CPU'}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"T={args.steps}, fp32 unless noted, median of {repeats} interleaved rounds; times in ms"
     )
     print(
         "| model | input | batch | ann | tks | sj | tks/ann | (tks-ann)/(sj-ann) | sj/tks "
