@@ -16,3 +16,9 @@ if [ -d results/ablations ]; then
   # Each ablation changes one choice of the study-1 TKS run of seed 0, which is the reference row.
   $TKS compare results/ablations results/fashion-mnist/fmnist-tks-s0-* --out "$DOCS/ablations"
 fi
+if [ -d results/convergence ]; then
+  # Study 5 (issue 14): the final models, then the best.pt ones chosen on the validation split; TKS paired with each.
+  $TKS compare results/convergence --paired TKS --out "$DOCS/convergence"
+  $TKS compare results/convergence --paired TKS --model selected --out "$DOCS/convergence/selected"
+  $TKS plot results/convergence --out "$DOCS/convergence"
+fi

@@ -10,6 +10,7 @@ from run_folders import clustered_features, fake_run
 from tks.cli import main
 from tks.compare import group_runs, read_runs
 from tks.plots import (
+    convergence_curves,
     fig3_accuracy_vs_steps,
     fig4_per_step_accuracy,
     fig5_tsne,
@@ -99,6 +100,40 @@ def test_fig4_draws_each_steps_accuracy_per_method(runs):
     assert np.round(x) == pytest.approx([1, 2, 3, 4])  # shifted a little per method
     assert half == pytest.approx([math.sqrt(2 * 10.0**2), 0.0, math.sqrt(2 * 10.0**2), math.sqrt(2 * 10.0**2)])
     assert fig.axes[1].get_xlabel() == "time step t"
+
+
+def _val_log(train, val, test):
+    return [
+        {"epoch": e, "train": {"loss": 1.0, "acc": a}, "val": {"top1": v}, "test": {"top1": s}}
+        for e, (a, v, s) in enumerate(zip(train, val, test, strict=True), start=1)
+    ]
+
+
+def test_convergence_curves_draw_train_validation_and_test_means_per_method(tmp_path):
+    fake_run(tmp_path, "ce0", log=_val_log([0.5, 0.9], [0.6, 0.8], [0.55, 0.75]))
+    fake_run(tmp_path, "ce1", seed=1, log=_val_log([0.7, 0.9], [0.6, 0.9], [0.65, 0.85]))
+    fake_run(tmp_path, "tks0", loss="tks", log=_val_log([0.4, 0.6], [0.5, 0.7], [0.45, 0.65]))
+    fake_run(tmp_path, "ls0", loss="ls")  # no validation split: no panel
+    groups = group_runs(read_runs([tmp_path]))
+    fig = convergence_curves(groups)
+    assert [ax.get_title() for ax in fig.axes] == ["Baseline, 2 runs", "TKS, 1 run"]
+    baseline = _series(fig.axes[0])
+    assert set(baseline) == {"train (running)", "validation", "test"}
+    x, y, half = baseline["train (running)"]
+    assert x == [1, 2] and y == pytest.approx([60.0, 90.0])
+    assert half == pytest.approx([math.sqrt(2 * 10.0**2), 0.0])  # sample std of 50 and 70, of 90 and 90
+    assert baseline["validation"][1] == pytest.approx([60.0, 85.0])
+    assert baseline["test"][1] == pytest.approx([60.0, 80.0])
+    assert _series(fig.axes[1])["validation"][:2] == ([1, 2], pytest.approx([50.0, 70.0]))
+    assert _series(fig.axes[1])["test"][2] is None  # one run: no error bars
+
+
+def test_convergence_curves_are_made_only_for_runs_with_a_validation_split(tmp_path, runs):
+    figures, _ = make_figures([r for g in runs for r in g.runs])
+    assert "convergence_curves" not in [f.stem for f in figures]
+    fake_run(tmp_path / "with-val", "ce0", log=_val_log([0.5], [0.6], [0.55]))
+    figures, _ = make_figures(read_runs([tmp_path / "with-val"]))
+    assert "convergence_curves" in [f.stem for f in figures]
 
 
 def test_training_curves_draw_every_run_from_its_log(runs):

@@ -8,18 +8,19 @@ no global backend switch, nothing to close. Every drawing function returns its `
 report can inspect or embed it; ``save_figure`` writes it as PNG and PDF.
 
 * ``style``: what every figure shares (sizes, colours per method, panels, error bars, saving);
-* ``figures``: Fig. 3, Fig. 4 and the training curves;
+* ``figures``: Fig. 3, Fig. 4, the training curves and the convergence curves (train, validation, test);
 * ``tsne``: Fig. 5 and the t-SNE embedding it draws;
 * ``command``: ``tks plot``, every figure the runs allow.
 """
 
 from tks.plots.command import make_figures, plot_runs
-from tks.plots.figures import fig3_accuracy_vs_steps, fig4_per_step_accuracy, training_curves
+from tks.plots.figures import convergence_curves, fig3_accuracy_vs_steps, fig4_per_step_accuracy, training_curves
 from tks.plots.style import NamedFigure, method_colors, png_bytes, save_figure
 from tks.plots.tsne import fig5_tsne, load_features, tsne_embedding, tsne_panels
 
 __all__ = [
     "NamedFigure",
+    "convergence_curves",
     "fig3_accuracy_vs_steps",
     "fig4_per_step_accuracy",
     "fig5_tsne",

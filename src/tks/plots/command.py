@@ -11,7 +11,13 @@ from tks.compare import (
     read_runs,
 )
 from tks.paths import check_writable_folder
-from tks.plots.figures import fig3_accuracy_vs_steps, fig4_per_step_accuracy, training_curves
+from tks.plots.figures import (
+    convergence_curves,
+    fig3_accuracy_vs_steps,
+    fig4_per_step_accuracy,
+    has_validation,
+    training_curves,
+)
 from tks.plots.style import NamedFigure, save_figure, split_groups
 from tks.plots.tsne import fig5_tsne, tsne_panels
 
@@ -55,6 +61,12 @@ def make_figures(
         notes.append(f"Fig. 5 leaves out {names}: no run of theirs has features.npz")
     caption = "Training curves: training loss and test top-1 accuracy per epoch, one line per run."
     figures.append(NamedFigure("training_curves", caption, training_curves(groups)))
+    if any(has_validation(g) for g in groups):
+        caption = (
+            "Convergence: running train accuracy, validation and test top-1 per epoch, mean over each method's runs "
+            "(runs with a validation split only)."
+        )
+        figures.append(NamedFigure("convergence_curves", caption, convergence_curves(groups)))
     return figures, notes
 
 

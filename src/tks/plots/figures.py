@@ -1,4 +1,4 @@
-"""The paper's Fig. 3 (accuracy against the test T) and Fig. 4 (accuracy of each single step), and training curves."""
+"""The paper's Fig. 3 (accuracy against test T) and Fig. 4 (each single step), training and convergence curves."""
 
 from __future__ import annotations
 
@@ -9,10 +9,21 @@ from matplotlib.figure import Figure
 from tks.compare import (
     Group,
     accuracy_by_test_steps,
+    mean_std,
     per_step_accuracy,
     summarize,
 )
-from tks.plots.style import LINE_STYLES, MARKERS, PANEL, errorbar, integer_x, method_colors, panels, split_groups
+from tks.plots.style import (
+    LINE_STYLES,
+    MARKERS,
+    PANEL,
+    SPLIT_COLORS,
+    errorbar,
+    integer_x,
+    method_colors,
+    panels,
+    split_groups,
+)
 
 
 def fig3_accuracy_vs_steps(groups: Sequence[Group], *, trained_at_each_t: bool = False) -> Figure:
@@ -111,4 +122,41 @@ def training_curves(groups: Sequence[Group]) -> Figure:
         integer_x(ax, epochs_seen)
     handles, labels = loss_ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, handlelength=4)
+    return fig
+
+
+def has_validation(group: Group) -> bool:
+    """Whether every run of ``group`` logged a validation split (``val`` in each ``log.jsonl`` record)."""
+    return all(run.log and all("val" in r for r in run.log) for run in group.runs)
+
+
+def convergence_curves(groups: Sequence[Group]) -> Figure:
+    """Train, validation and test top-1 (%) per epoch, one panel per method: has the training converged?
+
+    Each line is the mean over the method's runs (error bars: the sample std where there are several). "train" is
+    the running accuracy of each epoch's training batches (``train.acc``: augmented inputs, training-mode
+    normalisation, weights changing during the epoch), so it understates the final model's training accuracy; a gap
+    between it and validation that opens late, with a flat validation curve, is the over-fitting regime. Runs
+    without a validation split are not drawn (``has_validation``).
+    """
+    drawn = [g for g in groups if has_validation(g)]
+    several_blocks = len({g.block for g in drawn}) > 1
+    fig, axes = panels(max(len(drawn), 1), "Convergence: train, validation and test top-1 per epoch (log.jsonl)")
+    epochs_seen: set[int] = set()
+    for ax, g in zip(axes, drawn, strict=False):
+        for i, (key, part) in enumerate((("train", "acc"), ("val", "top1"), ("test", "top1"))):
+            by_epoch: dict[int, list[float]] = {}
+            for run in g.runs:
+                for record in run.log:
+                    by_epoch.setdefault(record["epoch"], []).append(100 * record[key][part])
+            epochs = sorted(by_epoch)
+            epochs_seen.update(epochs)
+            label = {"train": "train (running)", "val": "validation", "test": "test"}[key]
+            stats = [mean_std(by_epoch[e]) for e in epochs]
+            errorbar(ax, epochs, stats, color=SPLIT_COLORS[i], label=label, marker=MARKERS[i])
+        where = f" ({g.dataset}/{g.model}, T={g.num_steps})" if several_blocks else ""
+        seeds = f"{len(g.runs)} run{'s' if len(g.runs) > 1 else ''}"
+        ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{g.method}{where}, {seeds}")
+        integer_x(ax, epochs_seen)
+        ax.legend(fontsize=8, loc="lower right")
     return fig

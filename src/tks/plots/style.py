@@ -28,6 +28,8 @@ METHOD_COLORS = {
 OTHER_COLORS = ("#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd", "#17becf", "#bcbd22")
 LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = (".", "x", "+", "^")
+# The three data splits of a convergence plot: train, validation, test.
+SPLIT_COLORS = ("#8c8c8c", "#4c72b0", "#c44e52")
 
 
 @dataclass(frozen=True)
