@@ -112,7 +112,7 @@ def _val_log(train, val, test):
 def test_convergence_curves_draw_train_validation_and_test_means_per_method(tmp_path):
     fake_run(tmp_path, "ce0", log=_val_log([0.5, 0.9], [0.6, 0.8], [0.55, 0.75]))
     fake_run(tmp_path, "ce1", seed=1, log=_val_log([0.7, 0.9], [0.6, 0.9], [0.65, 0.85]))
-    fake_run(tmp_path, "tks0", loss="tks", log=_val_log([0.4, 0.6], [0.5, 0.7], [0.45, 0.65]))
+    fake_run(tmp_path, "tks0", loss="tks", log=_val_log([0.4], [0.5], [0.45]))  # one epoch
     fake_run(tmp_path, "ls0", loss="ls")  # no validation split: no panel
     groups = group_runs(read_runs([tmp_path]))
     fig = convergence_curves(groups)
@@ -124,7 +124,8 @@ def test_convergence_curves_draw_train_validation_and_test_means_per_method(tmp_
     assert half == pytest.approx([math.sqrt(2 * 10.0**2), 0.0])  # sample std of 50 and 70, of 90 and 90
     assert baseline["validation"][1] == pytest.approx([60.0, 85.0])
     assert baseline["test"][1] == pytest.approx([60.0, 80.0])
-    assert _series(fig.axes[1])["validation"][:2] == ([1, 2], pytest.approx([50.0, 70.0]))
+    assert _series(fig.axes[1])["validation"][:2] == ([1], pytest.approx([50.0]))
+    assert fig.axes[0].get_xlim() == (0.5, 2.5) and fig.axes[1].get_xlim() == (0.5, 1.5)  # each its own epochs
     assert _series(fig.axes[1])["test"][2] is None  # one run: no error bars
 
 

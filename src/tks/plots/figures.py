@@ -142,7 +142,6 @@ def convergence_curves(groups: Sequence[Group]) -> Figure:
     drawn = [g for g in groups if has_validation(g)]
     several_blocks = len({g.block for g in drawn}) > 1
     fig, axes = panels(max(len(drawn), 1), "Convergence: train, validation and test top-1 per epoch (log.jsonl)")
-    epochs_seen: set[int] = set()
     for ax, g in zip(axes, drawn, strict=False):
         for i, (key, part) in enumerate((("train", "acc"), ("val", "top1"), ("test", "top1"))):
             by_epoch: dict[int, list[float]] = {}
@@ -150,13 +149,12 @@ def convergence_curves(groups: Sequence[Group]) -> Figure:
                 for record in run.log:
                     by_epoch.setdefault(record["epoch"], []).append(100 * record[key][part])
             epochs = sorted(by_epoch)
-            epochs_seen.update(epochs)
             label = {"train": "train (running)", "val": "validation", "test": "test"}[key]
             stats = [mean_std(by_epoch[e]) for e in epochs]
             errorbar(ax, epochs, stats, color=SPLIT_COLORS[i], label=label, marker=MARKERS[i])
         where = f" ({g.dataset}/{g.model}, T={g.num_steps})" if several_blocks else ""
         seeds = f"{len(g.runs)} run{'s' if len(g.runs) > 1 else ''}"
         ax.set(xlabel="epoch", ylabel="top-1 accuracy (%)", title=f"{g.method}{where}, {seeds}")
-        integer_x(ax, epochs_seen)
+        integer_x(ax, (r["epoch"] for run in g.runs for r in run.log))  # each panel its own epochs
         ax.legend(fontsize=8, loc="lower right")
     return fig
