@@ -147,10 +147,24 @@ def test_groups_of_one_label_are_told_apart_by_what_differs(tmp_path):
     fake_run(tmp_path, "t5-other-name", loss="tks", seed=1, overrides=("loss.tks.temperature=5", "run.name=x"))
     fake_run(tmp_path, "t4", loss="tks", steps=4)  # another T: another block, plain label
     groups = group_runs(read_runs([tmp_path]))
+    # temperature 3 is the default: that group keeps the plain label
     assert [(g.num_steps, g.method, len(g.runs)) for g in groups] == [
-        (2, "TKS (loss.tks.temperature=3.0)", 1),
+        (2, "TKS", 1),
         (2, "TKS (loss.tks.temperature=5.0)", 2),
         (4, "TKS", 1),
+    ]
+
+
+def test_each_group_of_one_label_shows_only_where_it_departs_from_the_defaults(tmp_path):
+    fake_run(tmp_path, "official", loss="tks")
+    fake_run(tmp_path, "a03", loss="tks", overrides=("loss.tks.alpha=0.3",))
+    fake_run(tmp_path, "t1", loss="tks", overrides=("loss.tks.temperature=1",))
+    fake_run(tmp_path, "t5-a03", loss="tks", overrides=("loss.tks.temperature=5", "loss.tks.alpha=0.3"))
+    assert sorted(g.method for g in group_runs(read_runs([tmp_path]))) == [
+        "TKS",
+        "TKS (loss.tks.alpha=0.3)",
+        "TKS (loss.tks.alpha=0.3, loss.tks.temperature=5.0)",
+        "TKS (loss.tks.temperature=1.0)",
     ]
 
 

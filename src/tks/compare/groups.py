@@ -30,6 +30,8 @@ METHOD_ORDER = (*METHOD_LABELS.values(), *STRONG_WEAK_LABELS.values())
 # The loss options that make a TKS run a variant of the official TKS (docs/run-files.md).
 # Config keys that do not change the experiment: runs differing only in these are repetitions.
 NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
+# Every setting of the default config, flattened: what a group's label leaves unsaid.
+_DEFAULTS = flatten(to_dict(Config()))
 
 
 def method_label(loss: LossConfig) -> str:
@@ -99,8 +101,11 @@ class Group:
 def group_runs(runs: Sequence[Run]) -> list[Group]:
     """Group runs by experiment; sorted by dataset, model, T, then the paper's method order.
 
-    Two groups of one block whose methods share a label (e.g. TKS at temperature 3 and at 5) get the settings in
-    which they differ appended to the label, e.g. ``TKS (loss.tks.temperature=5.0)``.
+    Two groups of one block whose methods share a label (e.g. TKS at temperature 3 and at 5) are told apart by the
+    settings in which they differ: each gets those of them where it departs from the defaults of ``Config``
+    appended to its label, e.g. ``TKS (loss.tks.temperature=5.0)``, and the group at the defaults keeps the plain
+    label (``TKS``), so that ``--paired TKS`` still names it. The labels stay distinct: two groups with the same
+    departures would agree on every differing setting.
     """
     by_key: dict[str, list[Run]] = {}
     for run in runs:  # JSON text as the key: settings may hold lists, which cannot be hashed
@@ -115,7 +120,8 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         settings = [experiment_settings(members[0].config) for members in same]
         differing = _differing_settings(settings)
         for members, setting in zip(same, settings, strict=True):
-            suffix = ", ".join(f"{k}={setting.get(k)}" for k in differing)
+            departures = [k for k in differing if k not in _DEFAULTS or repr(setting.get(k)) != repr(_DEFAULTS[k])]
+            suffix = ", ".join(f"{k}={setting.get(k)}" for k in departures)
             name = f"{label} ({suffix})" if suffix else label
             groups.append(Group(dataset, model, steps, name, tuple(sorted(members, key=lambda r: r.seed))))
     return sorted(groups, key=lambda g: (g.block, _method_rank(g.method), g.method))
