@@ -225,6 +225,26 @@ def check_before_after(out: str) -> None:
     assert re.search(r"before: \w+(\+dirty)? \(.+\); after: \w+", out), out  # the two versions are named
 
 
+def check_sweep_vs_lanes(out: str) -> None:
+    header, rows = table(out)
+    assert header == ["schedule", "wall (s)", "/ sweep span"]
+    assert [r["schedule"] for r in rows] == [
+        "tks sweep --executor local, 2 runs x 1 thread: the whole command (measured)",
+        "tks sweep: first run's start to last run's end (measured)",
+        "old lanes [*-s0; *-s1], same run times (computed)",
+        "lower bound: max(sum / 2, longest run)",
+    ]
+    command, span, lanes, bound = (Num.parse(r["wall (s)"]) for r in rows)
+    assert 0 < span.lo and span.lo <= command.hi
+    for r, wall in zip(rows, (command, span, lanes, bound), strict=True):
+        assert_ratio(r["/ sweep span"], wall, span)
+    total, longest = (Num.parse(x) for x in re.search(r"summed (\d+) s, longest (\d+) s", out).groups())
+    # the longest lane holds the longest run, and at most every run
+    assert longest.lo <= lanes.hi and lanes.lo <= total.hi
+    assert bound.agrees(Num(max(total.lo / 2, longest.lo), max(total.hi / 2, longest.hi)))
+    assert re.search(r"^4 runs, .*CPU: .+$", out, re.M), out
+
+
 CHECKS = {
     "before_after.py": check_before_after,
     "flops.py": check_flops,
@@ -234,6 +254,7 @@ CHECKS = {
     "memory.py": check_memory,
     "models.py": check_models,
     "recipe_step.py": check_recipe_step,
+    "sweep_vs_lanes.py": check_sweep_vs_lanes,
     "training_step.py": check_training_step,
 }
 
