@@ -29,7 +29,7 @@ from tks.provenance import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_LANES = [["*-s0", "*-s1"], ["*-s2"]]  # studies/all.sh before a4a2d55, study 1's part of its two lanes
-STARTED = re.compile(r"^\[.*\] (\S+): (started|resuming)")
+STARTED = re.compile(r"^\[.*\] (\S+): started")  # --out is empty: every run starts, none resumes
 FINISHED = re.compile(r"^\[.*\] (\S+): finished in (\d+) s")
 QUICK_SWEEP = """\
 base: {optim: {epochs: 1, warmup_epochs: 0}, data: {num_steps: 1, train_limit: 256}, run: {progress: false}}
@@ -39,54 +39,54 @@ grid: {run.seed: [0, 1], loss.name: [ce, tks]}
 """
 
 
-def lane_times(order: list[str], seconds: dict[str, float], lanes: list[list[str]]) -> list[float]:
+def lane_times(seconds: dict[str, float], lanes: list[list[str]]) -> list[float]:
     """Each lane's wall time: the sum of the run times of the runs whose names match one of its patterns.
 
     Raises:
         ValueError: when a run matches no lane or more than one: the lanes must split the study.
     """
     totals = [0.0] * len(lanes)
-    for name in order:
+    for name, run_seconds in seconds.items():
         homes = [i for i, patterns in enumerate(lanes) if any(fnmatch.fnmatch(name, p) for p in patterns)]
         if len(homes) != 1:
             raise ValueError(f"run {name} matches {len(homes)} lanes, not one: {lanes}")
-        totals[homes[0]] += seconds[name]
+        totals[homes[0]] += run_seconds
     return totals
 
 
-def sweep_and_time(sweep: Path, out: Path) -> tuple[float, float, list[str], dict[str, float]]:
+def sweep_and_time(sweep: Path, out: Path) -> tuple[float, float, dict[str, float]]:
     """Run the sweep into ``out``.
 
     Returns:
         The command's wall time, the span of its runs (first start to last finish, as each progress line arrives:
-        what a schedule of the same runs is compared with), the runs in the order they started, and each run's
-        seconds.
+        what a schedule of the same runs is compared with) and each run's seconds, by run name.
     """
     command = [sys.executable, "-m", "tks", "sweep", str(sweep), "--out", str(out), "--executor", "local"]
     command += ["--parallel", "2", "--threads-per-run", "1"]
-    order: list[str] = []
+    started_runs = 0
     seconds: dict[str, float] = {}
     started = first_start = last_finish = time.monotonic()
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
         assert process.stdout is not None
         for line in process.stdout:
             print(line, end="", file=sys.stderr)  # the sweep's progress, out of the way of the table
-            if match := STARTED.match(line):
-                first_start = first_start if order else time.monotonic()
-                order.append(match.group(1))
+            if STARTED.match(line):
+                if started_runs == 0:
+                    first_start = time.monotonic()
+                started_runs += 1
             elif match := FINISHED.match(line):
                 seconds[match.group(1)] = float(match.group(2))
                 last_finish = time.monotonic()
     wall = time.monotonic() - started
-    if process.returncode != 0 or not order or set(order) != set(seconds):
+    if process.returncode != 0 or not seconds or len(seconds) != started_runs:
         raise SystemExit(f"tks sweep failed or left runs unfinished (exit {process.returncode}); see above")
-    return wall, last_finish - first_start, order, seconds
+    return wall, last_finish - first_start, seconds
 
 
-def table(wall: float, span: float, order: list[str], seconds: dict[str, float], lanes: list[list[str]]) -> str:
+def table(wall: float, span: float, seconds: dict[str, float], lanes: list[list[str]]) -> str:
     """The Markdown table: the measured sweep, the lanes on the same run times, the lower bound; ratios to the
     sweep's span of runs (the command's start-up and closing table are not part of a schedule)."""
-    lanes_wall = max(lane_times(order, seconds, lanes))
+    lanes_wall = max(lane_times(seconds, lanes))
     total = sum(seconds.values())
     bound = max(total / 2, max(seconds.values()))
     described = "; ".join(" ".join(p) for p in lanes)  # no "|": it would split the table cell
@@ -100,7 +100,7 @@ def table(wall: float, span: float, order: list[str], seconds: dict[str, float],
     lines += [f"| {label} | {value:.0f} | {value / span:.2f} |" for label, value in rows]
     lines.append("")
     longest = max(seconds.values())
-    lines.append(f"{len(order)} runs, run times summed {total:.0f} s, longest {longest:.0f} s; CPU: {cpu_model()}")
+    lines.append(f"{len(seconds)} runs, run times summed {total:.0f} s, longest {longest:.0f} s; CPU: {cpu_model()}")
     return "\n".join(lines)
 
 
@@ -121,8 +121,8 @@ def main() -> None:
             sweep, out, lanes = Path(args.sweep), Path(args.out), args.lane or OLD_LANES
             if out.exists() and any(out.iterdir()):
                 parser.error(f"--out {out} is not empty: finished runs there would be skipped, not timed")
-        wall, span, order, seconds = sweep_and_time(sweep, out)
-    print(table(wall, span, order, seconds, lanes))
+        wall, span, seconds = sweep_and_time(sweep, out)
+    print(table(wall, span, seconds, lanes))
 
 
 if __name__ == "__main__":

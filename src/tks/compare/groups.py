@@ -27,7 +27,6 @@ STRONG_WEAK_LABELS = {
     "cascade": "Strong2Weak cascade",
 }
 METHOD_ORDER = (*METHOD_LABELS.values(), *STRONG_WEAK_LABELS.values())
-# The loss options that make a TKS run a variant of the official TKS (docs/run-files.md).
 # Config keys that do not change the experiment: runs differing only in these are repetitions.
 NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
 # Every setting of the default config, flattened: what a group's label leaves unsaid.
@@ -120,7 +119,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         settings = [experiment_settings(members[0].config) for members in same]
         differing = _differing_settings(settings)
         for members, setting in zip(same, settings, strict=True):
-            departures = [k for k in differing if k not in _DEFAULTS or repr(setting.get(k)) != repr(_DEFAULTS[k])]
+            departures = [k for k in differing if repr(setting.get(k)) != repr(_DEFAULTS.get(k))]
             suffix = ", ".join(f"{k}={setting.get(k)}" for k in departures)
             name = f"{label} ({suffix})" if suffix else label
             groups.append(Group(dataset, model, steps, name, tuple(sorted(members, key=lambda r: r.seed))))
