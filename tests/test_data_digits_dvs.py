@@ -5,16 +5,14 @@ import json
 import os
 import time
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import sklearn.datasets
 from concurrency import FORK, run_at_once
-from sklearn.datasets import load_digits
 
 from tks.config import Config, ConfigError, DataConfig, LossConfig, OptimConfig, RunConfig, TKSOptions
 from tks.data import DataOptions, DatasetError, build_dataset, digits_dvs
+from tks.data.digits import digit_arrays
 from tks.data.digits_dvs import SENSOR, ensure_digits_dvs, simulate
 from tks.data.event_io import read_atis_bin
 from tks.evaluation import evaluate_checkpoint
@@ -22,7 +20,7 @@ from tks.experiment import train
 
 
 def test_simulated_camera_is_deterministic_and_sees_both_polarities():
-    images = load_digits().images[:6] / 16.0
+    images = digit_arrays()[0][:6] / 16.0
     first, again = simulate(images), simulate(images)
     for (x, y, t, p), repeat in zip(first, again, strict=True):
         assert all(np.array_equal(a, b) for a, b in zip((x, y, t, p), repeat, strict=True))
@@ -34,12 +32,12 @@ def test_simulated_camera_is_deterministic_and_sees_both_polarities():
 
 
 def test_generated_files_hold_the_simulated_events(digits_dvs_root):
-    bunch = load_digits()
+    images, labels, _, _ = digit_arrays()
     files = sorted(digits_dvs_root.glob("*/*.bin"))
     assert len(files) == 1797
-    assert [len(list(digits_dvs_root.glob(f"{d}/*.bin"))) for d in range(10)] == np.bincount(bunch.target).tolist()
-    stream = read_atis_bin(digits_dvs_root / str(bunch.target[5]) / "digit_0005.bin")
-    x, y, t, p = simulate(bunch.images[5:6] / 16.0)[0]
+    assert [len(list(digits_dvs_root.glob(f"{d}/*.bin"))) for d in range(10)] == np.bincount(labels).tolist()
+    stream = read_atis_bin(digits_dvs_root / str(labels[5]) / "digit_0005.bin")
+    x, y, t, p = simulate(images[5:6] / 16.0)[0]
     e = stream.events
     assert np.array_equal(e["x"], x) and np.array_equal(e["y"], y) and np.array_equal(e["t"], t)
     assert np.array_equal(e["p"], p.astype(bool))
@@ -55,9 +53,8 @@ def test_generation_runs_once_and_never_overwrites_other_files(digits_dvs_root, 
 
 
 def first_digits(count=40):
-    """A stand-in for ``load_digits()`` with its first ``count`` digits: the concurrency tests need no more."""
-    bunch = load_digits()
-    few = SimpleNamespace(images=bunch.images[:count], target=bunch.target[:count])
+    """A stand-in for ``digit_arrays()`` with its first ``count`` digits: the concurrency tests need no more."""
+    few = tuple(a[:count] for a in digit_arrays())
     return lambda: few
 
 
@@ -67,7 +64,7 @@ def generate_counted(folder, builds, hold=0.5):
     Returns a digest of every file the call left in ``folder`` (read right after it returned) and the messages of
     the warnings it gave.
     """
-    sklearn.datasets.load_digits = first_digits()  # in this forked process only
+    digits_dvs.digit_arrays = first_digits()  # in this forked process only
     real = digits_dvs.simulate
 
     def counted(images):
@@ -98,7 +95,7 @@ def test_two_processes_generating_at_once_build_once_and_share_the_copy(tmp_path
 
 
 def generate_and_hang(folder, started):
-    sklearn.datasets.load_digits = first_digits()
+    digits_dvs.digit_arrays = first_digits()
 
     def hang(images):
         started.write_text("")
@@ -118,7 +115,7 @@ def test_a_killed_generation_is_cleaned_up_by_the_next(tmp_path, monkeypatch):
     killed.kill()
     killed.join()
     assert (tmp_path / "cache" / f"digits-dvs.partial-{killed.pid}").is_dir()  # what a killed build leaves
-    monkeypatch.setattr(sklearn.datasets, "load_digits", first_digits())
+    monkeypatch.setattr(digits_dvs, "digit_arrays", first_digits())
     assert ensure_digits_dvs(folder) == folder
     assert len(list(folder.glob("*/*.bin"))) == 40
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["digits-dvs"]  # the dead build's folder is gone

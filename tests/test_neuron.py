@@ -363,11 +363,13 @@ def no_spikingjelly(monkeypatch):
 
 
 def test_spikingjelly_engine_without_spikingjelly_is_one_line(no_spikingjelly):
-    from tks.snn import NeuronError
+    from tks.extras import MissingExtraError
 
-    with pytest.raises(NeuronError) as caught:
+    with pytest.raises(MissingExtraError) as caught:
         make_neuron("spikingjelly")
-    assert str(caught.value) == "neuron engine 'spikingjelly' needs SpikingJelly: pip install -e '.[spikingjelly]'"
+    assert str(caught.value) == (
+        "neuron engine 'spikingjelly': spikingjelly is not installed (pip install 'tks-snn[spikingjelly]')"
+    )
     LIF()(torch.randn(3, 2))  # the other engines do not need it
 
 
@@ -390,7 +392,7 @@ def test_tks_trains_without_importing_spikingjelly():
         ("model.neuron.tau=1.0", "model.neuron.tau must be > 1"),
         ("model.neuron.v_threshold=0", "model.neuron.v_threshold must be > 0"),
         ("model.norm=layer", "model.norm must be one of"),
-        ("model.neuron.engine=spikingjelly", "neuron engine 'spikingjelly' needs SpikingJelly: pip install"),
+        ("model.neuron.engine=spikingjelly", "neuron engine 'spikingjelly': spikingjelly is not installed"),
     ],
 )
 def test_neuron_errors_from_the_command_line_are_one_line(

@@ -2,36 +2,121 @@
 
 Every model maps time-major input ``[T, B, ...]`` to per-step logits ``[T, B, K]``; the losses in ``tks.losses``
 and the metrics in ``tks.metrics`` take those logits.
+
+Submodules and the names below are imported on first access (PEP 562), so ``import tks`` costs almost nothing
+and ``import tks.losses`` little beyond ``import torch``: nothing here imports torchvision, matplotlib, tonic or
+another optional library until a feature that needs it runs (``tks.extras``).
 """
 
-from tks import data, losses, metrics, models, snn
-from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
-from tks.evaluation import evaluate_checkpoint
-from tks.experiment import train
-from tks.losses import TKSLoss, linear_ramp, mean_ce, strong_weak_loss, tet_loss, tks_loss
-from tks.models import create_model, list_models
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+"""The one place the version is written; pyproject.toml reads it from here."""
 
-__all__ = [
-    "Config",
-    "StrongWeakOptions",
-    "TKSLoss",
-    "TKSOptions",
-    "__version__",
-    "create_model",
+SUBMODULES = (
+    "activity",
+    "build",
+    "checkpoint",
+    "compare",
+    "config",
     "data",
-    "evaluate_checkpoint",
-    "linear_ramp",
-    "list_models",
-    "load_config",
+    "distributed",
+    "engine",
+    "errors",
+    "evaluation",
+    "experiment",
+    "export",
+    "extras",
+    "hooks",
+    "inference",
+    "locks",
     "losses",
-    "mean_ce",
     "metrics",
     "models",
+    "plots",
+    "preflight",
+    "provenance",
+    "report",
+    "runfiles",
+    "seeding",
     "snn",
-    "strong_weak_loss",
-    "tet_loss",
-    "tks_loss",
-    "train",
-]
+    "sweep",
+)
+"""The documented submodules, each reachable as an attribute of ``tks`` (imported when first used)."""
+
+_NAMES = {
+    "Config": "tks.config",
+    "StrongWeakOptions": "tks.config",
+    "TKSOptions": "tks.config",
+    "load_config": "tks.config",
+    "evaluate_checkpoint": "tks.evaluation",
+    "train": "tks.experiment",
+    "TKSLoss": "tks.losses",
+    "linear_ramp": "tks.losses",
+    "mean_ce": "tks.losses",
+    "strong_weak_loss": "tks.losses",
+    "tet_loss": "tks.losses",
+    "tks_loss": "tks.losses",
+    "create_model": "tks.models",
+    "list_models": "tks.models",
+}
+"""Public names of ``tks`` and the submodule that defines each."""
+
+__all__ = sorted([*_NAMES, *SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a submodule or a public name on first access, and keep it."""
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in SUBMODULES:
+        value = importlib.import_module(f"tks.{name}")
+    else:
+        raise AttributeError(f"module 'tks' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__ provides these
+    # ruff: noqa: F401 (re-exported names, listed in __all__)
+    from tks import (
+        activity,
+        build,
+        checkpoint,
+        compare,
+        config,
+        data,
+        distributed,
+        engine,
+        errors,
+        evaluation,
+        experiment,
+        export,
+        extras,
+        hooks,
+        inference,
+        locks,
+        losses,
+        metrics,
+        models,
+        plots,
+        preflight,
+        provenance,
+        report,
+        runfiles,
+        seeding,
+        snn,
+        sweep,
+    )
+    from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
+    from tks.evaluation import evaluate_checkpoint
+    from tks.experiment import train
+    from tks.losses import TKSLoss, linear_ramp, mean_ce, strong_weak_loss, tet_loss, tks_loss
+    from tks.models import create_model, list_models

@@ -29,19 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import nir
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tks.errors import TKSError
+from tks.extras import require
 from tks.models.blocks import SpikingClassifier
 from tks.models.resnet19 import BasicBlock
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck
 from tks.paths import check_writable_file
 from tks.snn import LIF, PerStep
 from tks.snn.layers import TEBN
+
+nir = require("nir", "NIR export")
 
 DEFAULT_DT = 1e-4
 """Time step of the exported graph in seconds (SpikingJelly's NIR exporter uses the same, and snnTorch's importer

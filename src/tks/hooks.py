@@ -15,7 +15,7 @@ from typing import Any
 
 from tks.checkpoint import CheckpointRecord, copy_checkpoint, save_checkpoint
 from tks.engine import EpochEnd, unwrap
-from tks.errors import TKSError
+from tks.extras import require
 from tks.provenance import SessionLog
 from tks.runfiles import BEST_CHECKPOINT, FINAL_CHECKPOINT, LOG, append_jsonl
 from tks.seeding import rng_state
@@ -71,10 +71,9 @@ class TensorBoardScalars:
     """
 
     def __init__(self, run_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as exc:  # tensorboard is an optional package
-            raise TKSError(f"run.tensorboard needs the tensorboard package (pip install tensorboard): {exc}") from None
+        require("tensorboard", "run.tensorboard")  # torch.utils.tensorboard imports it
+        from torch.utils.tensorboard import SummaryWriter
+
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def __call__(self, end: EpochEnd) -> None:

@@ -1,4 +1,4 @@
-"""digits-dvs: scikit-learn's 1,797 bundled digits seen by a simulated event camera, the way N-MNIST was recorded.
+"""digits-dvs: the 1,797 bundled digits (``tks.data.digits``) seen by a simulated event camera, as N-MNIST was.
 
 Each 8x8 digit is upscaled x3 (bilinear) to 24x24 and placed in the middle of a 34x34 sensor (N-MNIST's size),
 then moved along three 100 ms saccades that trace a triangle. Every 4 ms the simulated pixel compares its log
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tks.data.digits import digit_arrays
 from tks.data.errors import DatasetError
 from tks.data.event_io import write_atis_bin
 from tks.data.files import atomic_write_bytes
@@ -142,17 +143,15 @@ def ensure_digits_dvs(folder: Path) -> Path:
 
 
 def _generate(folder: Path) -> None:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
+    images, labels, _, _ = digit_arrays()
     remove_dead_partials(folder)
     tmp = partial_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         for label in range(10):
             (tmp / str(label)).mkdir(parents=True)
-        recordings = simulate((bunch.images / 16.0).astype(np.float64))
-        for index, (label, (x, y, t, p)) in enumerate(zip(bunch.target, recordings, strict=True)):
+        recordings = simulate((images / 16.0).astype(np.float64))
+        for index, (label, (x, y, t, p)) in enumerate(zip(labels, recordings, strict=True)):
             write_atis_bin(tmp / str(label) / f"digit_{index:04d}.bin", x, y, t, p)
         manifest = {"version": VERSION, "count": len(recordings), "sensor": [SENSOR, SENSOR], "seed": SEED}
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())

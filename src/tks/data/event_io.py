@@ -24,15 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
-import lz4.frame
 import numpy as np
-import zstandard
-from tonic.io import events_struct, make_structured_array, read_mnist_file
 
 from tks.data.errors import DatasetError, EventFileError
+from tks.extras import require
 
-EVENTS = events_struct
-"""dtype of the events every reader returns: x, y (int16), t (int64, microseconds), p (bool, True = ON)."""
+EVENTS = np.dtype([("x", np.int16), ("y", np.int16), ("t", np.int64), ("p", bool)])
+"""dtype of the events every reader returns: x, y (int16), t (int64, microseconds), p (bool, True = ON); tonic's
+``events_struct``, written out so that importing this module does not import tonic (a test checks they agree)."""
+FEATURE = "event data"
+
+
+def _structured(x: np.ndarray, y: np.ndarray, t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Events of dtype ``EVENTS`` from their fields, through tonic's ``make_structured_array``."""
+    return require("tonic.io", FEATURE).make_structured_array(x, y, t, p, dtype=EVENTS)
 
 
 @dataclass(frozen=True)
@@ -75,7 +80,7 @@ def read_atis_bin(path: Path) -> EventStream:
         raise EventFileError(
             path, len(data) - extra, f"truncated ATIS .bin file: its last event has {extra} of 5 bytes"
         )
-    events = read_mnist_file(io.BytesIO(data), dtype=EVENTS, is_stream=True)
+    events = require("tonic.io", FEATURE).read_mnist_file(io.BytesIO(data), dtype=EVENTS, is_stream=True)
     kept = np.flatnonzero(np.frombuffer(data, dtype=np.uint8)[1::5] != ATIS_OVERFLOW_Y)
     return EventStream(events, kept.astype(np.int64) * 5, None)
 
@@ -132,9 +137,7 @@ def read_aedat2(path: Path) -> EventStream:
         )
     records = np.frombuffer(data, dtype=_AEDAT2_RECORD, offset=start)
     address = records["address"]
-    events = make_structured_array(
-        (address >> 8) & 0x7F, (address >> 1) & 0x7F, records["t"], address & 1, dtype=EVENTS
-    )
+    events = _structured((address >> 8) & 0x7F, (address >> 1) & 0x7F, records["t"], address & 1)
     offsets = start + _AEDAT2_RECORD.itemsize * np.arange(len(records), dtype=np.int64)
     return EventStream(events, offsets, DVS128_SIZE)
 
@@ -208,14 +211,18 @@ def _decompress(raw: bytes, compression: int) -> bytes:
     if _COMPRESSION[compression] == "none":
         return raw
     if _COMPRESSION[compression] == "lz4":
-        decompressor = lz4.frame.LZ4FrameDecompressor()
+        decompressor = require("lz4.frame", "compressed AEDAT 4.0 files").LZ4FrameDecompressor()
         out = decompressor.decompress(raw, max_length=MAX_PACKET_BYTES)
         if not decompressor.eof:
             raise ValueError("LZ4 frame is truncated or decompresses to more than 256 MiB")
         return out
-    if zstandard.frame_content_size(raw) > MAX_PACKET_BYTES:
-        raise ValueError("Zstandard frame decompresses to more than 256 MiB")
-    return zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_PACKET_BYTES)
+    zstandard = require("zstandard", "compressed AEDAT 4.0 files")
+    try:
+        if zstandard.frame_content_size(raw) > MAX_PACKET_BYTES:
+            raise ValueError("Zstandard frame decompresses to more than 256 MiB")
+        return zstandard.ZstdDecompressor().decompress(raw, max_output_size=MAX_PACKET_BYTES)
+    except zstandard.ZstdError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _event_stream_of(description: str, header: _FlatBuffer, pos: int) -> tuple[int, tuple[int, int]]:
@@ -326,7 +333,7 @@ def read_aedat4(path: Path) -> EventStream:
             raw = data[pos + 8 : pos + 8 + packet_len]
             try:
                 payload = _decompress(raw, compression)
-            except (ValueError, RuntimeError, zstandard.ZstdError) as exc:
+            except (ValueError, RuntimeError) as exc:
                 raise EventFileError(
                     path, pos, f"packet does not decompress ({_COMPRESSION[compression]}: {exc})"
                 ) from None
@@ -335,5 +342,5 @@ def read_aedat4(path: Path) -> EventStream:
             offsets.append(where)
         pos += 8 + packet_len
     packets = np.concatenate(chunks) if chunks else np.empty(0, _AEDAT4_EVENT)
-    events = make_structured_array(packets["x"], packets["y"], packets["t"], packets["on"], dtype=EVENTS)
+    events = _structured(packets["x"], packets["y"], packets["t"], packets["on"])
     return EventStream(events, np.concatenate(offsets) if offsets else np.empty(0, np.int64), size)

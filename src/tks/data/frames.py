@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tonic.transforms import ToFrame
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision import transforms
 
 from tks.data.errors import EventFileError
-from tks.data.event_io import EventStream
+from tks.data.event_io import FEATURE, EventStream
+from tks.extras import require
 
 FrameTransform = Callable[[Tensor], Tensor]
 MAX_SPAN_US = 2**40
@@ -46,7 +45,8 @@ def frame_events(events: np.ndarray, sensor_size: tuple[int, int], num_frames: i
     """
     if np.any(events["t"][1:] < events["t"][:-1]):  # ToFrame bins by searching sorted timestamps
         events = events[np.argsort(events["t"], kind="stable")]
-    counts = ToFrame(sensor_size=(*sensor_size, 2), n_time_bins=num_frames)(events)  # int16 [T, 2, H, W]
+    to_frame = require("tonic.transforms", FEATURE).ToFrame(sensor_size=(*sensor_size, 2), n_time_bins=num_frames)
+    counts = to_frame(events)  # int16 [T, 2, H, W]
     frames = counts.astype(np.float32)
     if frames.shape[-2:] == (frame_size, frame_size):
         return frames  # bilinear with align_corners=True maps every pixel onto itself
@@ -114,6 +114,7 @@ def event_augmentation(frame_size: int) -> FrameTransform:
     torchvision draws one set of parameters per call and applies it to every leading index, so all T frames and
     both polarities of a sample move together.
     """
+    transforms = require("torchvision.transforms", "augmentation of event data")
     return transforms.Compose(
         [transforms.RandomCrop(frame_size, padding=4), transforms.RandomHorizontalFlip(), transforms.RandomRotation(15)]
     )

@@ -14,16 +14,18 @@ import pickle
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets import StanfordCars
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset, pil_loader
 
 from tks.data.errors import DatasetError, missing
-from tks.data.transforms import ImageTransform
+from tks.data.transforms import VISION, ImageTransform
+from tks.extras import require
+
+if TYPE_CHECKING:
+    from torchvision.datasets import StanfordCars
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 """Where the Debian package ``dataset-fashion-mnist`` installs the IDX files; the default Fashion-MNIST root."""
@@ -39,7 +41,7 @@ class ImageArrays(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.transform(Image.fromarray(self.images[index])), int(self.targets[index])
+        return self.transform(require("PIL.Image", VISION).fromarray(self.images[index])), int(self.targets[index])
 
 
 class ImageFiles(Dataset):
@@ -52,9 +54,10 @@ class ImageFiles(Dataset):
         return len(self.targets)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        folder = require("torchvision.datasets.folder", VISION)
         try:
-            image = pil_loader(self.files[index])
-        except (OSError, UnidentifiedImageError) as exc:
+            image = folder.pil_loader(self.files[index])
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
             raise DatasetError(f"{self.files[index]}: not a readable image ({exc})") from None
         return self.transform(image), int(self.targets[index])
 
@@ -175,11 +178,12 @@ def imagenet_files(split: str, root: str | Path | None) -> tuple[list[Path], lis
     folder = base / ("train" if split == "train" else "val")
     if not (base / "train").is_dir() or not folder.is_dir():
         raise missing("imagenet", base, IMAGENET_LAYOUT)
-    classes, class_to_idx = find_classes(base / "train")
+    folder_tools = require("torchvision.datasets.folder", VISION)
+    classes, class_to_idx = folder_tools.find_classes(base / "train")
     extra = sorted({p.name for p in folder.iterdir() if p.is_dir()} - set(classes))
     if extra:
         raise DatasetError(f"imagenet: {folder} has class folders missing from train/: {extra[:5]}")
-    samples = make_dataset(folder, class_to_idx, IMG_EXTENSIONS, allow_empty=True)
+    samples = folder_tools.make_dataset(folder, class_to_idx, folder_tools.IMG_EXTENSIONS, allow_empty=True)
     if not samples:
         raise missing("imagenet", folder, IMAGENET_LAYOUT)
     return [Path(p) for p, _ in samples], [label for _, label in samples]
@@ -234,8 +238,7 @@ DOGS_LAYOUT = (
 
 def dogs_files(split: str, root: str | Path | None) -> tuple[list[Path], list[int]]:
     """Image files and labels (0-based) of one split of Stanford Dogs, from ``train_list.mat`` / ``test_list.mat``."""
-    from scipy.io import loadmat
-
+    loadmat = require("scipy.io", "stanford-dogs").loadmat
     base = _root("stanford-dogs", root, DOGS_LAYOUT)
     lists = base / f"{split}_list.mat"
     if not lists.is_file() or not (base / "Images").is_dir():
@@ -276,7 +279,7 @@ def stanford_cars(split: str, root: str | Path | None, transform: ImageTransform
     if not all(p.exists() for p in needed):
         raise missing("stanford-cars", base, CARS_LAYOUT)
     try:
-        dataset = StanfordCars(parent, split=split, transform=transform)
+        dataset = require("torchvision.datasets", VISION).StanfordCars(parent, split=split, transform=transform)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DatasetError(
             f"stanford-cars: {cars} holds unreadable annotations ({type(exc).__name__}: {exc})"

@@ -25,13 +25,15 @@ and CIFAR-10's for testing (on CIFAR-10 and CIFAR-100 alike; elsewhere it is ``i
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import Tensor
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
 
 from tks.errors import OptionError
+from tks.extras import require
+
+VISION = "image datasets"
 
 ImageTransform = Callable[..., Tensor]
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
@@ -77,7 +79,13 @@ def _stats(dataset_stats: str, normalization: str) -> tuple[Stats, Stats]:
     return STATS["imagenet"], STATS["imagenet"]
 
 
+def _torchvision() -> ModuleType:
+    """``torchvision.transforms``, imported on first use (the ``vision`` extra)."""
+    return require("torchvision.transforms", VISION)
+
+
 def _finish(stats: Stats) -> list:
+    transforms = _torchvision()
     return [transforms.ToTensor(), transforms.Normalize(*stats)]
 
 
@@ -92,6 +100,7 @@ def small_image_transforms(
         augment: a preset of the module docstring's table.
         normalization: ``dataset``, ``imagenet`` or ``official``.
     """
+    transforms = _torchvision()
     train_stats, test_stats = _stats(dataset_stats, normalization)
     crop_flip = [transforms.RandomCrop(size, padding=4), transforms.RandomHorizontalFlip()]
     if augment == "official":
@@ -103,7 +112,8 @@ def small_image_transforms(
     elif augment == "crop_flip":
         train = crop_flip + _finish(train_stats)
     elif augment == "randaugment":
-        randaugment = transforms.RandAugment(2, 9, num_magnitude_bins=11, interpolation=InterpolationMode.BICUBIC)
+        bicubic = transforms.InterpolationMode.BICUBIC
+        randaugment = transforms.RandAugment(2, 9, num_magnitude_bins=11, interpolation=bicubic)
         train = [*crop_flip, randaugment, *_finish(train_stats), transforms.RandomErasing(0.25, value="random")]
     elif augment == "autoaugment":
         autoaugment = transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10)
@@ -122,15 +132,14 @@ def large_image_transforms(augment: str, *, color_jitter: bool) -> tuple[ImageTr
         augment: ``official``, ``none`` or ``crop_flip``.
         color_jitter: add ColorJitter(0.4) to the ``official`` preset (ImageNet).
     """
+    transforms = _torchvision()
+    modes = transforms.InterpolationMode
     stats = STATS["imagenet"]
     test = transforms.Compose(
-        [transforms.Resize(256, interpolation=InterpolationMode.BICUBIC), transforms.CenterCrop(224), *_finish(stats)]
+        [transforms.Resize(256, interpolation=modes.BICUBIC), transforms.CenterCrop(224), *_finish(stats)]
     )
     crop = transforms.RandomChoice(
-        [
-            transforms.RandomResizedCrop(224, interpolation=mode)
-            for mode in (InterpolationMode.BILINEAR, InterpolationMode.BICUBIC)
-        ]
+        [transforms.RandomResizedCrop(224, interpolation=mode) for mode in (modes.BILINEAR, modes.BICUBIC)]
     )
     if augment == "none":
         return test, test

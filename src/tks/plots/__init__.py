@@ -13,10 +13,19 @@ report can inspect or embed it; ``save_figure`` writes it as PNG and PDF.
 * ``command``: ``tks plot``, every figure the runs allow.
 """
 
-from tks.plots.command import make_figures, plot_runs
-from tks.plots.figures import convergence_curves, fig3_accuracy_vs_steps, fig4_per_step_accuracy, training_curves
-from tks.plots.style import NamedFigure, method_colors, png_bytes, save_figure
-from tks.plots.tsne import fig5_tsne, load_features, tsne_embedding, tsne_panels
+from tks.extras import require
+
+require("matplotlib", "figures (tks plot, tks report)")  # one line naming the extra, before the imports below fail
+
+from tks.plots.command import make_figures, plot_runs  # noqa: E402
+from tks.plots.figures import (  # noqa: E402
+    convergence_curves,
+    fig3_accuracy_vs_steps,
+    fig4_per_step_accuracy,
+    training_curves,
+)
+from tks.plots.style import NamedFigure, method_colors, png_bytes, save_figure  # noqa: E402
+from tks.plots.tsne import fig5_tsne, load_features, tsne_embedding, tsne_panels  # noqa: E402
 
 __all__ = [
     "NamedFigure",

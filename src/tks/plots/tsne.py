@@ -15,6 +15,7 @@ from tks.compare import (
     Run,
     RunFolderError,
 )
+from tks.extras import require
 from tks.plots.style import panels
 
 TSNE_SEED = 20150101  # random_state of the official t-SNE call
@@ -48,8 +49,8 @@ def tsne_embedding(
     where it must stay below N.
     """
     # Imported here: sklearn's import costs a second that the other figures need not pay.
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
+    TSNE = require("sklearn.manifold", "t-SNE (Fig. 5)").TSNE
+    threadpool_limits = require("threadpoolctl", "t-SNE (Fig. 5)").threadpool_limits
 
     n = len(features)
     index = np.arange(n)

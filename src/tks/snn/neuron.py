@@ -43,7 +43,8 @@ class LIF(nn.Module):
             ``"spikingjelly"``; ``tks.snn.backends`` has the rule.
 
     Raises:
-        NeuronError: for tau <= 1 or v_threshold <= 0, or engine ``"spikingjelly"`` without SpikingJelly.
+        NeuronError: for tau <= 1 or v_threshold <= 0.
+        MissingExtraError: for engine ``"spikingjelly"`` without SpikingJelly (the ``spikingjelly`` extra).
         UnknownNameError: for an unknown engine.
     """
 
@@ -58,6 +59,7 @@ class LIF(nn.Module):
         super().__init__()
         check_engine(engine)
         check_lif_parameters(tau, v_threshold)
+        backends.mark_checks_constant()
         self.tau = tau
         self.v_threshold = v_threshold
         self.surrogate = surrogate if surrogate is not None else make_surrogate("piecewise_quadratic", 2.0)

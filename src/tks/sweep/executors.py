@@ -3,7 +3,7 @@
 Each executor takes jobs (``submit``), reports the ones that ended (``wait``), and stops what still runs when the
 sweep is interrupted (``stop``). Scheduling across machines is the engine's: Ray places a task where its CPU and GPU
 request fits, SLURM queues a job on a node of the partition. The local executor is a pool of threads, each waiting
-on one run's ``tks`` processes. Ray and submitit are optional (``pip install -e ".[ray]"`` / ``".[slurm]"``) and
+on one run's ``tks`` processes. Ray and submitit are optional (the ``ray`` and ``slurm`` extras) and
 imported only when asked for.
 """
 
@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from tks.extras import require
 from tks.locks import FileLock
 from tks.sweep.jobs import Job, JobResult, execute_job
 from tks.sweep.spec import SweepError
@@ -129,10 +130,7 @@ class RayExecutor:
             gpus: GPUs per run (``num_gpus``; fractions share a GPU).
             address: an existing cluster, e.g. ``auto`` or ``ray://head:10001`` (None: start a local Ray).
         """
-        try:
-            import ray
-        except ImportError:
-            raise SweepError('--executor ray needs Ray: pip install -e ".[ray]"') from None
+        ray = require("ray", "--executor ray")
         self._ray = ray
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -195,10 +193,7 @@ class SlurmExecutor:
             parameters: more of submitit's parameters, e.g. ``slurm_mem_gb``.
             cluster: ``slurm``, or ``local`` for submitit's local executor.
         """
-        try:
-            import submitit
-        except ImportError:
-            raise SweepError('--executor slurm needs submitit: pip install -e ".[slurm]"') from None
+        submitit = require("submitit", "--executor slurm")
         try:
             executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions when it finds no SLURM

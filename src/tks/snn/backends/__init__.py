@@ -27,6 +27,7 @@ float16 round differently (see each kernel's documentation).
 from __future__ import annotations
 
 import os
+from functools import cache
 from importlib import metadata
 from typing import Literal, get_args
 
@@ -44,24 +45,31 @@ Backend = Literal["cpu_kernel", "triton", "autograd", "spikingjelly"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
-# The availability checks build or import something once per process. torch.compile takes their result as a
-# constant of the graph (it cannot trace a compiler run or an import, and would break the graph at them).
-@torch.compiler.assume_constant_result
 def _kernels_enabled() -> bool:
     return os.environ.get("TKS_LIF_KERNEL", "1") != "0"
 
 
-@torch.compiler.assume_constant_result
 def _cpu_kernel_computes(dtype: torch.dtype) -> bool:
     return dtype in cpu_kernel.DTYPES and _kernels_enabled() and cpu_kernel.load_lif_kernel() is not None
 
 
-@torch.compiler.assume_constant_result
 def _triton_computes(dtype: torch.dtype) -> bool:
     if not _kernels_enabled():
         return False
     kernels = fused.triton_kernels()
     return kernels is not None and dtype in kernels.DTYPES
+
+
+@cache
+def mark_checks_constant() -> None:
+    """Tell ``torch.compile`` to take the availability checks' results as constants of the graph.
+
+    The checks build or import something once per process, which dynamo cannot trace (it would break the graph
+    there). Marking imports ``torch._dynamo``, which costs as much again as ``import torch``; so it happens when
+    the first neuron is built (``LIF.__init__``), not when tks is imported. A training step imports it anyway.
+    """
+    for check in (_kernels_enabled, _cpu_kernel_computes, _triton_computes):
+        torch.compiler.assume_constant_result(check)  # marks the function itself; choose_backend calls it by name
 
 
 def choose_backend(device: torch.device, dtype: torch.dtype, engine: str, surrogate: Surrogate) -> Backend:
@@ -123,4 +131,4 @@ def describe_backends(engine: str = "tks", surrogate: Surrogate | None = None) -
     return "\n".join(lines)
 
 
-__all__ = ["BACKENDS", "ENGINES", "Backend", "Engine", "choose_backend", "describe_backends"]
+__all__ = ["BACKENDS", "ENGINES", "Backend", "Engine", "choose_backend", "describe_backends", "mark_checks_constant"]

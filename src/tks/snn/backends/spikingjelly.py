@@ -5,8 +5,8 @@ forward so that users never call ``reset_net``. ``decay_input=True`` and ``v_res
 ``tks.snn.lif``. SpikingJelly fires at ``>=`` where the official code fires at ``>``; the two differ only on inputs
 exactly at threshold.
 
-SpikingJelly is an optional dependency (``pip install -e ".[spikingjelly]"``), imported only when a neuron of this
-engine is built.
+SpikingJelly is an optional dependency (the ``spikingjelly`` extra), imported only when a neuron of this engine is
+built.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from importlib import metadata
 
 from torch import Tensor, nn
 
+from tks.extras import require
 from tks.snn.lif import NeuronError
 from tks.snn.surrogate import Surrogate
 
 SURROGATES = {"piecewise_quadratic": "PiecewiseQuadratic", "atan": "ATan"}
 """Our kernel formulas (``Surrogate.kernel``) and the SpikingJelly surrogate classes with the same derivative."""
 
-MISSING = "neuron engine 'spikingjelly' needs SpikingJelly: pip install -e '.[spikingjelly]'"
+FEATURE = "neuron engine 'spikingjelly'"
 
 
 def version() -> str | None:
@@ -36,7 +37,8 @@ def build_node(tau: float, v_threshold: float, surrogate: Surrogate, detach_rese
     """A SpikingJelly ``LIFNode`` computing the LIF of ``tks.snn.lif`` with these settings.
 
     Raises:
-        NeuronError: when SpikingJelly is not installed, or has no surrogate with ``surrogate``'s derivative.
+        NeuronError: when SpikingJelly has no surrogate with ``surrogate``'s derivative.
+        MissingExtraError: when SpikingJelly is not installed.
     """
     kernel = getattr(surrogate, "kernel", None)
     if kernel not in SURROGATES:
@@ -44,12 +46,9 @@ def build_node(tau: float, v_threshold: float, surrogate: Surrogate, detach_rese
             f"neuron engine 'spikingjelly' has no surrogate {surrogate.name!r} (it has {', '.join(SURROGATES)}); "
             "use engine 'tks' or 'autograd' for a surrogate of your own"
         )
-    try:
-        # Imported here: the other engines never pay for importing SpikingJelly, nor need it installed.
-        from spikingjelly.activation_based import neuron as sj_neuron
-        from spikingjelly.activation_based import surrogate as sj_surrogate
-    except ImportError:
-        raise NeuronError(MISSING) from None
+    # Imported here: the other engines never pay for importing SpikingJelly, nor need it installed.
+    sj_neuron = require("spikingjelly.activation_based.neuron", FEATURE)
+    sj_surrogate = require("spikingjelly.activation_based.surrogate", FEATURE)
     return sj_neuron.LIFNode(
         tau=float(tau),
         decay_input=True,
