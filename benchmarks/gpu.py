@@ -53,6 +53,10 @@ def make_step(
 ) -> Callable[[], None]:
     """A training step of ``model`` on the fixed batch ``(x, y)``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    if compile_model:
+        # Every twin's forward is the same code object (SpikingClassifier.forward): without a reset, the twins
+        # compiled before would fill dynamo's cache for it until the recompile limit sends the rest to eager.
+        torch.compiler.reset()
     forward = torch.compile(model) if compile_model else model
 
     def step() -> None:
@@ -93,12 +97,43 @@ def time_step(
     return statistics.median(times), peak
 
 
+def measure_row(
+    row: tuple[str, int, int, int, int, str, bool],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    quick: bool,
+    repeats: int,
+) -> str:
+    """One table row: the three twins of a network at one precision, eager or compiled."""
+    model_name, steps, batch, in_channels, size, precision, compile_model = row
+    ms, peak = {}, {}
+    for twin in TWINS:
+        model = build(model_name, twin, in_channels, device)
+        step = make_step(model, x, y, bf16=precision == "bf16", compile_model=compile_model)
+        seconds, peak_bytes = time_step(step, device, repeats, warmup=1 if quick else 3)
+        ms[twin], peak[twin] = 1000 * seconds, peak_bytes
+        del model, step
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    mib = {k: "-" if v is None else f"{v / 2**20:.0f}" for k, v in peak.items()}
+    memory = f"{peak['tks'] / peak['sj']:.2f}" if peak["tks"] and peak["sj"] else "-"
+    return (
+        f"| {model_name} | {steps} | {batch} | {in_channels}x{size}x{size} | {precision} | "
+        f"{'on' if compile_model else 'off'} | {ms['ann']:.1f} | {ms['tks']:.1f} | {ms['sj']:.1f} | "
+        f"{ms['tks'] / ms['ann']:.2f} | {ms['sj'] / ms['tks']:.2f} | {mib['ann']} | {mib['tks']} | "
+        f"{mib['sj']} | {memory} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--budget-s", type=float, default=270.0, help="skip the rows left after this many seconds")
-    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
+    parser.add_argument(
+        "--compile", choices=("both", "off", "only"), default="both", help="eager rows, compiled rows, or both"
+    )
     parser.add_argument("--quick", action="store_true", help="CPU, tiny shapes, 2 rounds (smoke test)")
     args = parser.parse_args()
     device = torch.device("cpu" if args.quick or not torch.cuda.is_available() else "cuda")
@@ -106,7 +141,7 @@ def main() -> None:
         raise SystemExit("no CUDA GPU here: run with --quick for the CPU smoke test")
     cases = QUICK if args.quick else {m: CASES[m] for m in args.models}
     repeats = 2 if args.quick else args.repeats
-    compiles = (False,) if args.no_compile else (False, True)
+    compiles = {"both": (False, True), "off": (False,), "only": (True,)}[args.compile]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
     print(f"{name}; torch {torch.__version__}; median of {repeats} steps after 3 warm-up; times in ms, memory in MiB")
     print(
@@ -116,37 +151,26 @@ def main() -> None:
     print("|---|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     began = time.perf_counter()
     skipped = 0
-    for model_name, (in_channels, size, batch, steps) in cases.items():
-        torch.manual_seed(0)
-        x = torch.rand(steps, batch, in_channels, size, size, device=device)
-        y = torch.randint(0, 10, (batch,), device=device)
-        for compile_model in compiles:
+    for compile_model in compiles:  # every eager row first: a compiled row costs minutes of compilation
+        for model_name, (in_channels, size, batch, steps) in cases.items():
             if args.quick and compile_model and model_name != "spiking_cnn":
                 continue  # CPU compilation is slow: the smoke test compiles the smallest network only
+            torch.manual_seed(0)
+            x = torch.rand(steps, batch, in_channels, size, size, device=device)
+            y = torch.randint(0, 10, (batch,), device=device)
             for precision in ("fp32", "bf16"):
                 if args.quick and compile_model and precision == "bf16":
                     continue
                 if time.perf_counter() - began > args.budget_s:
                     skipped += 1
                     continue
-                ms, peak = {}, {}
-                for twin in TWINS:
-                    model = build(model_name, twin, in_channels, device)
-                    step = make_step(model, x, y, bf16=precision == "bf16", compile_model=compile_model)
-                    seconds, peak_bytes = time_step(step, device, repeats, warmup=1 if args.quick else 3)
-                    ms[twin], peak[twin] = 1000 * seconds, peak_bytes
-                    del model, step
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                mib = {k: "-" if v is None else f"{v / 2**20:.0f}" for k, v in peak.items()}
-                memory = f"{peak['tks'] / peak['sj']:.2f}" if peak["tks"] and peak["sj"] else "-"
-                print(
-                    f"| {model_name} | {steps} | {batch} | {in_channels}x{size}x{size} | {precision} | "
-                    f"{'on' if compile_model else 'off'} | {ms['ann']:.1f} | {ms['tks']:.1f} | {ms['sj']:.1f} | "
-                    f"{ms['tks'] / ms['ann']:.2f} | {ms['sj'] / ms['tks']:.2f} | {mib['ann']} | {mib['tks']} | "
-                    f"{mib['sj']} | {memory} |",
-                    flush=True,
-                )
+                row = (model_name, steps, batch, in_channels, size, precision, compile_model)
+                try:
+                    print(measure_row(row, x, y, device, args.quick, repeats), flush=True)
+                except Exception as exc:  # noqa: BLE001 - one lease, one run: a failed row must not lose the others
+                    print(
+                        f"| {model_name} | {precision} | compile {compile_model} | failed: {exc!r:.300} |", flush=True
+                    )
     if skipped:
         print(f"\n{skipped} row(s) skipped: the time budget of {args.budget_s:.0f} s ran out (--budget-s)")
 
