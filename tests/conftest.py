@@ -25,3 +25,23 @@ def digits_runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("digits_runs")
     return root, make_digits_runs(root)
+
+
+@pytest.fixture
+def without(monkeypatch):
+    """``without("tonic", ...)``: imports of these packages fail in this test, as where their extra is missing.
+
+    Only imports made after the call fail; tks imports every optional package where it uses it (tks.extras), which
+    is what the tests that use this fixture check. The few tks modules that need their extra to import at all
+    (figures, the report, NIR export) are forgotten too, so that importing them again meets the block.
+    """
+    import sys
+
+    def block(*packages: str) -> None:
+        for top in packages:
+            for name in [name for name in sys.modules if name.split(".")[0] == top] + [top]:
+                monkeypatch.setitem(sys.modules, name, None)
+        for name in [name for name in sys.modules if name.startswith(("tks.plots", "tks.report", "tks.export"))]:
+            monkeypatch.delitem(sys.modules, name)
+
+    return block

@@ -245,11 +245,23 @@ def check_sweep_vs_lanes(out: str) -> None:
     assert re.search(r"^4 runs, .*CPU: .+$", out, re.M), out
 
 
+def check_imports(out: str) -> None:
+    header, rows = table(out)
+    assert header == ["command", "median (s)", "/ import torch"]
+    assert [r["command"] for r in rows][:3] == ['python -c "pass"', 'python -c "import torch"', "tks --help"]
+    assert {'python -c "import tks.losses"', "tks train --help"} <= {r["command"] for r in rows}
+    torch_row = next(r for r in rows if r["command"] == 'python -c "import torch"')
+    for r in rows:
+        assert_ratio(r["/ import torch"], Num.parse(r["median (s)"]), Num.parse(torch_row["median (s)"]))
+    assert re.search(r"CPU: .+, \d+ cores", out), out
+
+
 CHECKS = {
     "before_after.py": check_before_after,
     "flops.py": check_flops,
     "frame_loading.py": check_frame_loading,
     "gpu.py": check_gpu,
+    "imports.py": check_imports,
     "inference.py": check_inference,
     "memory.py": check_memory,
     "models.py": check_models,

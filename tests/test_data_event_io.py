@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_files import EVENTS, aedat2_bytes, aedat4_bytes, columns
+from tonic.io import events_struct, read_mnist_file
 from tonic.io import read_aedat4 as tonic_read_aedat4
-from tonic.io import read_mnist_file
 
 from tks.data.errors import EventFileError
+from tks.data.event_io import EVENTS as OUR_EVENTS
 from tks.data.event_io import read_aedat2, read_aedat4, read_atis_bin, write_atis_bin
 from tks.data.frames import Framing, frame_events
 
@@ -155,3 +156,8 @@ def test_implausible_timestamps_are_reported_not_binned(tmp_path):
     with pytest.raises(EventFileError, match=f"timestamps span {2**41} us, more than 2\\*\\*40") as info:
         Framing(read_aedat4, 2, 4)(path)
     assert struct.unpack_from("<q", path.read_bytes(), info.value.offset) == (2**41,)  # the late event's record
+
+
+def test_events_dtype_is_tonics():
+    # written out in tks so that importing the readers does not import tonic; tonic's framing reads these fields
+    assert OUR_EVENTS == events_struct and OUR_EVENTS.names == events_struct.names

@@ -67,3 +67,23 @@ def test_missing_data_is_one_error_naming_dataset_path_and_layout(name, tmp_path
     with pytest.raises(DatasetError) as empty:
         build_dataset(name, "test", str(tmp_path))
     assert str(empty.value).startswith(f"{name}: nothing usable at {tmp_path}") and "\n" not in str(empty.value)
+
+
+def test_bundled_digits_are_scikit_learns_with_its_fixed_split():
+    """digits.npz against scikit-learn itself: the images, the labels, and the split train_test_split draws."""
+    import numpy as np
+
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    model_selection = pytest.importorskip("sklearn.model_selection")
+    from tks.data.digits import digits
+
+    bunch = sklearn_datasets.load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    x_train, x_test, y_train, y_test = model_selection.train_test_split(
+        images, bunch.target, test_size=0.2, stratify=bunch.target, random_state=0
+    )
+    mean, std = x_train.mean(), x_train.std()
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        dataset = digits(split)
+        assert torch.equal(dataset.tensors[0], torch.from_numpy((x - mean) / std).unsqueeze(1)), split
+        assert dataset.tensors[1].tolist() == y.tolist(), split

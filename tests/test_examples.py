@@ -37,6 +37,7 @@ def test_example_uses_only_the_loss_from_tks():
 
 
 def test_sj_model_trains_with_the_tks_loss(tmp_path):
+    pytest.importorskip("spikingjelly")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run(
         [sys.executable, str(EXAMPLE), "--epochs", "2"],

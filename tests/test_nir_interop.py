@@ -1,6 +1,6 @@
 """An exported NIR graph, run by other frameworks' NIR importers, gives our model's spikes and logits at every step.
 
-The frameworks come with ``pip install -e ".[interop]"``; each test is skipped, saying so, where one is missing.
+The frameworks come with the ``interop`` extra (part of ``dev``); each test is skipped, saying so, where one is missing.
 docs/nir.md explains the choices these tests pin: Flatten dimensions counted from the end (both importers give
 NIR's batch-free ``start_dim`` to ``torch.nn.Flatten`` on batched tensors), pooling as ``SumPool2d`` with its 1/k^2
 folded into the next weights (both read it; Norse reads no ``AvgPool2d``, snnTorch is also run on that), and the
@@ -146,7 +146,7 @@ def test_importer_runs_the_export_like_the_model(importer, case, request, tmp_pa
     framework, pooling = importer.split("-")
     modules, runner = FRAMEWORKS[framework]
     if missing := _missing(*modules):
-        pytest.skip(f"{missing} is not installed (pip install -e '.[interop]' brings the NIR importers)")
+        pytest.skip(f"{missing} is not installed (the interop extra brings the NIR importers)")
     torch.manual_seed(0)
     if case == "spiking_cnn-digits":
         model, x, fit, shape = digits_batch()

@@ -37,6 +37,7 @@ from tks.config import Config, ConfigError, to_dict
 from tks.data import check_options
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import EpochHook, EvalSets, FitState, Training, fit, unwrap
+from tks.extras import require
 from tks.hooks import AppendLog, OnRecord, RecordSession, SaveCheckpoint, TensorBoardScalars
 from tks.locks import FileLock, lock_run_dir
 from tks.losses import Criterion
@@ -181,6 +182,8 @@ def _preflight(cfg: Config, run_dir: Path | None, device: torch.device, dist: Di
     info = check_options(cfg.data.name, data_options(cfg.data))
     if dist.is_main:
         check_writable_folder(run_dir if run_dir is not None else cfg.run.out_dir, "run.out_dir")
+        if cfg.run.tensorboard:
+            require("tensorboard", "run.tensorboard")  # before a run folder exists
     if info.kind == "events" and cfg.data.frames_cache not in ("auto", "off"):
         check_writable_folder(cfg.data.frames_cache, "data.frames_cache")
     build = partial(build_model, cfg.model, info, cfg.data.num_steps)

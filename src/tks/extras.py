@@ -35,6 +35,9 @@ EXTRAS: dict[str, str] = {
 }
 """The extra that brings each optional top-level module (pyproject.toml's ``optional-dependencies``)."""
 
+PACKAGES = {"sklearn": "scikit-learn", "PIL": "Pillow"}
+"""The names pip knows the modules by, where they differ from the module's."""
+
 
 class MissingExtraError(TKSError, ImportError):
     """A feature needs an optional package that is not installed, or is installed but fails to import."""
@@ -60,16 +63,16 @@ def require(module: str, feature: str) -> ModuleType:
             torch, a dependency of its own missing): the message names the feature, the package and the extra.
     """
     top = module.partition(".")[0]
-    hint = install_hint(top)
+    hint, package = install_hint(top), PACKAGES.get(top, top)
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and exc.name.partition(".")[0] == top:
-            raise MissingExtraError(f"{feature}: {top} is not installed ({hint})") from None
-        raise MissingExtraError(f"{feature}: {top} fails to import ({short_message(exc)}; {hint})") from None
+            raise MissingExtraError(f"{feature}: {package} is not installed ({hint})") from None
+        raise MissingExtraError(f"{feature}: {package} fails to import ({short_message(exc)}; {hint})") from None
     except Exception as exc:  # noqa: BLE001 - any failure inside a third-party import is reported the same way
         # e.g. torchvision built for another torch: "operator torchvision::nms does not exist"
         raise MissingExtraError(
-            f"{feature}: {top} is installed but fails to import ({type(exc).__name__}: {short_message(exc)}); "
-            f"install one built for this torch ({hint})"
+            f"{feature}: {package} is installed but fails to import ({type(exc).__name__}: {short_message(exc)}); "
+            f"install a build that matches this environment, e.g. this torch ({hint})"
         ) from None

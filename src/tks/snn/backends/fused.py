@@ -7,9 +7,10 @@ implementation (the compiler sees into neither ctypes nor the Triton launches); 
 dispatch. The operators do their work in the kernel module of the tensors' device: ``cpu_kernel`` (C) for CPU
 tensors, ``triton_lif`` for CUDA tensors; ``tks.snn.backends.choose_backend`` sends them only tensors those
 kernels compute.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: torch 2.4's ``custom_op`` reads the operators' schemas from real
+type objects, not from strings.
+"""
 
 from functools import cache
 from types import ModuleType

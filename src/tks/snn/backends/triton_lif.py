@@ -32,9 +32,10 @@ Under ``TRITON_INTERPRET=1`` (set before this module is imported) the kernels ru
 interpreter, which is how the tests check them without a GPU. The kernels call only Triton builtins (``tl.full``,
 not ``tl.zeros``, which is itself a jit function fixed in the mode of the process's first ``import triton``), so
 that the tests can interpret a copy of this module inside a process whose Triton is in compiled mode.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations``: Triton's interpreter before 3.8 recognises a ``tl.constexpr``
+parameter by its annotation object, not by the string ``"tl.constexpr"``.
+"""
 
 import contextlib
 import math
