@@ -286,6 +286,13 @@ def test_the_wheel_installs_beside_a_users_torch_and_trains(tmp_path):
     assert run(python, "-c", "import torch; print(torch.__version__)").stdout == torch_before  # kept as it was
     installed = run(*pip, "list", "--format=json").stdout
     assert not {p["name"].lower() for p in json.loads(installed)} & {"torchvision", "tonic", "matplotlib", "nir"}
+    # An extra with torchvision, torch named as docs/install.md says: pip picks the torchvision of this torch.
+    version = torch_before.strip().split("+")[0]
+    report = tmp_path / "report.json"
+    vision = f"tks-snn[vision] @ {wheel.as_uri()}"
+    run(*pip, "install", "--dry-run", "-q", "--report", report, vision, f"torch=={version}")
+    would_install = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
+    assert "torchvision" in would_install and "torch" not in would_install, would_install
 
     assert run(python, "-c", OWN_LOOP, cwd=tmp_path).stdout.strip() == "True"
     tks_command = tmp_path / "env" / "bin" / "tks"
