@@ -114,13 +114,13 @@ def test_models_lists_parameter_counts(capsys):
     assert main(["models", "--num-classes", "10", "--in-channels", "1"]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
     assert header.split()[:2] == ["model", "parameters"]
-    counts = {name: int(count.replace(",", "")) for name, count in (line.split() for line in lines)}
+    counts = {name: int(count.replace(",", "")) for name, count, *_ in (line.split() for line in lines)}
     assert list(counts) == list_models()
     for name, count in counts.items():
         model = create_model(name, num_classes=10, in_channels=1)
         assert count == sum(p.numel() for p in model.parameters()), name
     assert main(["models", "--num-classes", "100", "--in-channels", "1"]) == 0
-    more_classes = dict(line.split() for line in capsys.readouterr().out.splitlines()[1:])
+    more_classes = dict(line.split()[:2] for line in capsys.readouterr().out.splitlines()[1:])
     assert int(more_classes["spiking_cnn"].replace(",", "")) == counts["spiking_cnn"] + 90 * (512 + 1)  # wider head
 
 
@@ -131,6 +131,9 @@ def test_models_lists_parameter_counts(capsys):
         (["train", "missing.yaml"], "config file not found: missing.yaml"),
         (["train", "--set", "model.name=resnet"], "unknown model 'resnet'"),
         (["train", "--set", "data.name=cifar"], "unknown dataset 'cifar'"),
+        (["train", "--set", "loss.name=tks2"], "unknown loss 'tks2' (did you mean 'tks'?)"),
+        (["train", "--set", "loss.name=tks", "--set", "loss.options.gamma=2"], "loss 'tks' takes its options from"),
+        (["train", "--set", "model.options.connect=AND"], "model 'spiking_cnn' has no option connect"),
         (["train", "--set", "loss.tks.alpha=2"], r"loss.tks.alpha must be in [0, 1]"),
         (["train", "--set", "data.num_steps=0"], "data.num_steps (T) must be >= 1"),
     ],

@@ -40,6 +40,7 @@ SUBMODULES = (
     "plots",
     "preflight",
     "provenance",
+    "registry",
     "report",
     "runfiles",
     "seeding",
@@ -63,6 +64,10 @@ _NAMES = {
     "tks_loss": "tks.losses",
     "create_model": "tks.models",
     "list_models": "tks.models",
+    "register_model": "tks.models",
+    "register_dataset": "tks.data",
+    "register_loss": "tks.losses",
+    "StrongWeakLoss": "tks.losses",
 }
 """Public names of ``tks`` and the submodule that defines each."""
 
@@ -111,6 +116,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         plots,
         preflight,
         provenance,
+        registry,
         report,
         runfiles,
         seeding,
@@ -120,5 +126,15 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
     from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
     from tks.evaluation import evaluate_checkpoint
     from tks.experiment import train
-    from tks.losses import TKSLoss, linear_ramp, mean_ce, strong_weak_loss, tet_loss, tks_loss
-    from tks.models import create_model, list_models
+    from tks.data import register_dataset
+    from tks.losses import (
+        StrongWeakLoss,
+        TKSLoss,
+        linear_ramp,
+        mean_ce,
+        register_loss,
+        strong_weak_loss,
+        tet_loss,
+        tks_loss,
+    )
+    from tks.models import create_model, list_models, register_model

@@ -46,8 +46,7 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
         norm=cfg.norm,
         max_steps=num_steps,
         v_threshold=n.v_threshold,
-        connect=cfg.connect,
-        stem=cfg.stem,
+        **cfg.options,
     )
 
 

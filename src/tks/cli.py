@@ -136,17 +136,21 @@ def format_activity(activity: dict[str, Any]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``tks models [--verbose]``: every registered model and its parameter count; the neuron's backends."""
-    from tks.models import count_parameters, create_model, list_models
+    """``tks models [--verbose]``: every registered model, its parameter count, input and description."""
+    from tks.models import MODELS, count_parameters, create_model, list_models
 
     if args.verbose:
         from tks.snn import describe_backends
 
         print(describe_backends() + "\n")
-    print(f"{'model':<16} {'parameters':>12}   (K={args.num_classes}, in_channels={args.in_channels})")
+    width = max(map(len, list_models()))
+    print(f"{'model':<{width}} {'parameters':>12}  {'input':<22}network (K={args.num_classes}, C={args.in_channels})")
     for name in list_models():
+        entry = MODELS[name]
         model = create_model(name, num_classes=args.num_classes, in_channels=args.in_channels)
-        print(f"{name:<16} {count_parameters(model):>12,}")
+        print(f"{name:<{width}} {count_parameters(model):>12,}  {entry.inputs:<22}{entry.description}")
+        if args.verbose:
+            print(f"{'':<{width}} options: {', '.join(entry.options) or '-'}")
     return 0
 
 
@@ -249,6 +253,12 @@ def _add_run_dirs(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders, or folders that hold run folders")
 
 
+def _builtin_losses() -> tuple[str, ...]:
+    from tks.config import BUILTIN_LOSSES
+
+    return BUILTIN_LOSSES
+
+
 def _choices(key: str, section: str | None = None) -> tuple[str, ...]:
     """The values a ``Literal`` field of the loss config (or of one of its sections) accepts."""
     from tks.config import LossConfig
@@ -291,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser(
         "train",
         help="train a model from a config file (default: the bundled digits recipe)",
-        epilog=f"losses (loss.name): {', '.join(_choices('name'))}; strong_weak distils between time steps without "
+        epilog=f"losses (loss.name): {', '.join(_builtin_losses())} or one a plugin registers; strong_weak distils "
+        "between time steps without "
         f"labels, loss.strong_weak.direction: {', '.join(_choices('direction', 'strong_weak'))} (README: 'Use the "
         "loss in your own code')",
     )

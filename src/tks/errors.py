@@ -49,4 +49,7 @@ def check_per_step(logits: Any, target: Any) -> None:
     if logits.dim() != 3:
         raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
     if target.shape != logits.shape[1:2]:
-        raise ValueError(f"target must be [B] = [{logits.shape[1]}], got shape {tuple(target.shape)}")
+        hint = ""
+        if target.dim() == 1 and target.shape[0] == logits.shape[0]:  # [B, T, K], as batch-first code returns
+            hint = "; these logits look batch-first [B, T, K]: tks is time-major, pass logits.transpose(0, 1)"
+        raise ValueError(f"target must be [B] = [{logits.shape[1]}], got shape {tuple(target.shape)}{hint}")

@@ -8,6 +8,7 @@ left to the CLI.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -37,10 +38,11 @@ from tks.config import Config, ConfigError, to_dict
 from tks.data import check_options
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import EpochHook, EvalSets, FitState, Training, fit, unwrap
+from tks.errors import TKSWarning
 from tks.extras import require
 from tks.hooks import AppendLog, OnRecord, RecordSession, SaveCheckpoint, TensorBoardScalars
 from tks.locks import FileLock, lock_run_dir
-from tks.losses import Criterion
+from tks.losses import Criterion, zero_weight_warning
 from tks.paths import check_writable_folder
 from tks.preflight import activation_bytes, check_input_size, check_memory
 from tks.provenance import SessionLog, session_record
@@ -150,6 +152,8 @@ def _run(
             select_on=cfg.select_on,
             best_checkpoint=run_dir / BEST_CHECKPOINT,
         )
+        if dist.is_main and cfg.loss.name == "tks" and (warning := zero_weight_warning(cfg.loss.tks, cfg.optim.epochs)):
+            warnings.warn(warning, TKSWarning, stacklevel=2)  # here: only a run that trains hears it
         metrics = fit(training, train_batches, evaluated, state=state, hooks=hooks)
         metrics.update(world_size=dist.world_size, lr=training.schedule.lr)
         if dist.is_main:
@@ -184,6 +188,7 @@ def _preflight(cfg: Config, run_dir: Path | None, device: torch.device, dist: Di
         check_writable_folder(run_dir if run_dir is not None else cfg.run.out_dir, "run.out_dir")
         if cfg.run.tensorboard:
             require("tensorboard", "run.tensorboard")  # before a run folder exists
+        Criterion(cfg.loss)  # an unknown loss or option: one line now, not after the data has loaded
     if info.kind == "events" and cfg.data.frames_cache not in ("auto", "off"):
         check_writable_folder(cfg.data.frames_cache, "data.frames_cache")
     build = partial(build_model, cfg.model, info, cfg.data.num_steps)

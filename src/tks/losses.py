@@ -8,32 +8,41 @@ with the TKS or Strong/Weak term and is what the training loop calls. The option
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TETOptions, TKSOptions
-from tks.errors import check_per_step
+from tks.errors import OptionError, TKSWarning, check_per_step
+from tks.registry import Registry, defined_at, parameters, takes_any
 
 __all__ = [
+    "LOSSES",
     "Criterion",
+    "LossEntry",
     "LossOutput",
+    "StrongWeakLoss",
     "StrongWeakOptions",
     "TKSLoss",
     "TKSOptions",
     "constant",
     "label_smoothing_ce",
     "linear_ramp",
+    "list_losses",
     "mean_ce",
+    "register_loss",
     "strong_weak_loss",
     "strong_weak_objective",
     "tet_loss",
     "tks_loss",
     "tks_objective",
     "tks_weight",
+    "zero_weight_warning",
 ]
 
 Teacher = Literal["sum", "mean"]
@@ -337,53 +346,221 @@ def strong_weak_objective(logits: Tensor, target: Tensor, options: StrongWeakOpt
     return LossOutput(base + options.weight * term, {"ce": base, "sw": term})
 
 
+def zero_weight_warning(options: TKSOptions, epochs: int) -> str | None:
+    """Why the TKS term would weigh 0 in every one of ``epochs`` epochs (plain CE under the name TKS), or None."""
+    if all(tks_weight(options, epoch, epochs) == 0.0 for epoch in range(epochs)):
+        why = "alpha is 0" if options.alpha == 0.0 else f"the linear ramp alpha * epoch / {epochs} is 0 at epoch 0"
+        return (
+            f"the TKS term weighs 0 in every epoch of this {epochs}-epoch run ({why}): it trains plain "
+            "cross-entropy; use more epochs, or schedule 'constant'"
+        )
+    return None
+
+
 class TKSLoss(nn.Module):
     """The TKS objective as a module, for any model that returns per-step logits ``[T, B, K]`` (paper Eq. 8).
 
-    ``tks_objective`` with fixed options; the caller gives the weight a of the current epoch, e.g.
-    ``tks_weight(options, epoch, epochs)`` or ``linear_ramp(epoch, epochs, alpha=0.7)`` as the official code::
+    ``tks_objective`` with its options fixed; alpha and the schedule are given once, in the options. The weight a
+    of the TKS term comes from one of, in this order: ``weight`` if given; the options' schedule at ``epoch`` of
+    ``epochs`` (0-indexed; the official linear ramp: a = alpha * epoch / epochs); else a = alpha, the full weight::
 
-        loss_fn = TKSLoss(TKSOptions(temperature=3.0))
-        loss = loss_fn(model(x), y, weight=linear_ramp(epoch, epochs, 0.7))
+        loss_fn = TKSLoss(TKSOptions(temperature=3.0, alpha=0.7))   # or TKSLoss(temperature=3.0, alpha=0.7)
+        for epoch in range(epochs):
+            for x, y in loader:
+                loss = loss_fn(model(x), y, epoch=epoch, epochs=epochs)
+
+    A run whose schedule keeps a at 0 throughout (alpha 0, or the linear ramp over 1 epoch) trains plain CE: the
+    first call says so once (``TKSWarning``).
 
     Args:
         options: the TKS choices (default: ``TKSOptions()``, the official code's).
+        **settings: fields of ``TKSOptions`` instead of (or on top of) ``options``.
     """
 
-    def __init__(self, options: TKSOptions | None = None) -> None:
+    def __init__(self, options: TKSOptions | None = None, **settings: Any) -> None:
         super().__init__()
-        self.options = options if options is not None else TKSOptions()
+        options = options if options is not None else TKSOptions()
+        self.options = replace(options, **settings) if settings else options
+        self._warned_epochs: set[int] = set()
 
-    def forward(self, logits: Tensor, target: Tensor, weight: float) -> Tensor:
-        """``tks_objective(logits [T, B, K], target [B], self.options, weight).total``."""
-        return tks_objective(logits, target, self.options, weight).total
+    def weight(self, epoch: int | None = None, epochs: int | None = None) -> float:
+        """The weight a at ``epoch`` of ``epochs`` (the options' schedule), or alpha when they are not given."""
+        if epoch is None and epochs is None:
+            return self.options.alpha
+        if epoch is None or epochs is None:
+            raise ValueError("give both epoch and epochs (0-indexed epoch of epochs), or neither")
+        if epochs < 1 or not 0 <= epoch < epochs:
+            raise ValueError(f"epoch must be in [0, epochs) with epochs >= 1, got epoch={epoch}, epochs={epochs}")
+        if epochs not in self._warned_epochs:
+            self._warned_epochs.add(epochs)
+            message = zero_weight_warning(self.options, epochs)
+            if message:
+                warnings.warn(message, TKSWarning, stacklevel=3)
+        return tks_weight(self.options, epoch, epochs)
+
+    def forward(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        weight: float | None = None,
+        *,
+        epoch: int | None = None,
+        epochs: int | None = None,
+    ) -> Tensor:
+        """``tks_objective(logits [T, B, K], target [B], options, a).total`` with a as the class docstring says."""
+        a = weight if weight is not None else self.weight(epoch, epochs)
+        return tks_objective(logits, target, self.options, a).total
+
+
+class StrongWeakLoss(nn.Module):
+    """Ding et al.'s objective as a module: ``strong_weak_objective`` with its options fixed (a constant weight).
+
+    Args:
+        options: the Strong/Weak choices (default: ``StrongWeakOptions()``, Weak2Strong as the paper).
+        **settings: fields of ``StrongWeakOptions`` instead of (or on top of) ``options``.
+    """
+
+    def __init__(self, options: StrongWeakOptions | None = None, **settings: Any) -> None:
+        super().__init__()
+        options = options if options is not None else StrongWeakOptions()
+        self.options = replace(options, **settings) if settings else options
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """``strong_weak_objective(logits [T, B, K], target [B], options).total``."""
+        return strong_weak_objective(logits, target, self.options).total
+
+
+# ------------------------------------------------------------------------------------------------- the registry
+
+Objective = TypeVar("Objective", bound=Callable[..., "Tensor | LossOutput"])
+
+
+@dataclass(frozen=True)
+class LossEntry:
+    """A registered loss: its function, the config section holding its options, and its term's schedule."""
+
+    objective: Callable[..., Tensor | LossOutput]
+    section: str | None = None
+    """The ``LossConfig`` field with the options (``tks``, ...); None: ``loss.options`` passed by name."""
+    weight: Callable[[Any, int, int], float] | None = None
+    """The weight of its distillation term at an epoch, logged as ``tks_weight`` (None: 0)."""
+
+    @property
+    def options(self) -> list[str]:
+        """The keyword options ``loss.options`` may set (a registered function's parameters but the passed ones)."""
+        return [name for name in parameters(self.objective) if name not in PASSED]
+
+
+PASSED = ("logits", "target", "epoch", "epochs", "options")
+"""What the training loop passes a loss function whose signature names it (``options``: its config section)."""
+
+LOSSES: Registry[LossEntry] = Registry("loss", source=lambda entry: entry.objective)
+"""Every registered loss by name; ``register_loss`` fills it."""
+
+
+def register_loss(
+    name: str, *, section: str | None = None, weight: Callable[[Any, int, int], float] | None = None
+) -> Callable[[Objective], Objective]:
+    """Register a loss function under ``name`` (a decorator; the function is returned unchanged).
+
+    The function takes ``logits [T, B, K]`` and ``target [B]``, plus, where its signature names them, ``epoch``
+    and ``epochs`` (0-indexed, for schedules) and the options of ``loss.options`` as keywords; it returns a scalar
+    loss or a ``LossOutput`` (its parts are logged)::
+
+        @tks.register_loss("focal")
+        def focal(logits, target, *, gamma: float = 2.0):
+            ...
+
+        # config: loss: {name: focal, options: {gamma: 1.0}}
+
+    Args:
+        name: what ``loss.name`` calls it.
+        section: for the built-ins, the ``LossConfig`` field holding their options (passed as ``options``).
+        weight: the schedule of its distillation term, ``weight(options, epoch, epochs)``, for the log.
+
+    Raises:
+        RegistryError: when another function already has the name.
+    """
+
+    def decorate(objective: Objective) -> Objective:
+        LOSSES.add(name, LossEntry(objective, section, weight))
+        return objective
+
+    return decorate
+
+
+def list_losses() -> list[str]:
+    """Names accepted by ``loss.name``."""
+    return sorted(LOSSES)
+
+
+@register_loss("ce")
+def _mean_ce(logits: Tensor, target: Tensor) -> Tensor:
+    return mean_ce(logits, target)
+
+
+@register_loss("ls", section="ls")
+def _label_smoothing(logits: Tensor, target: Tensor, *, options: LabelSmoothingOptions) -> Tensor:
+    return label_smoothing_ce(logits, target, smoothing=options.smoothing)
+
+
+@register_loss("tet", section="tet")
+def _tet(logits: Tensor, target: Tensor, *, options: TETOptions) -> Tensor:
+    return tet_loss(logits, target, lamb=options.lamb, phi=options.phi)
+
+
+@register_loss("tks", section="tks", weight=tks_weight)
+def _tks(logits: Tensor, target: Tensor, *, options: TKSOptions, epoch: int, epochs: int) -> LossOutput:
+    return tks_objective(logits, target, options, tks_weight(options, epoch, epochs))
+
+
+@register_loss("strong_weak", section="strong_weak")
+def _strong_weak(logits: Tensor, target: Tensor, *, options: StrongWeakOptions) -> LossOutput:
+    return strong_weak_objective(logits, target, options)
 
 
 @dataclass(frozen=True)
 class Criterion:
     """The training loss of a ``LossConfig``, called on per-step logits by the training loop.
 
-    ``ce``: ``mean_ce``. ``ls``: ``label_smoothing_ce``. ``tet``: ``tet_loss``. ``tks``: ``tks_objective`` at the
-    scheduled weight. ``strong_weak``: ``strong_weak_objective``. Each takes the options of its own section.
+    ``loss.name`` picks a registered loss (``ce``: ``mean_ce``, ``ls``: ``label_smoothing_ce``, ``tet``:
+    ``tet_loss``, ``tks``: ``tks_objective`` at the scheduled weight, ``strong_weak``: ``strong_weak_objective``,
+    or one registered by a plugin); the built-ins take the options of their own section, the others
+    ``loss.options`` by name. Building it checks both (``UnknownNameError``, ``OptionError``).
     """
 
     cfg: LossConfig
 
+    def __post_init__(self) -> None:
+        entry = LOSSES[self.cfg.name]
+        if entry.section is None:
+            unknown = sorted(set(self.cfg.options) - set(entry.options))
+            if unknown and not takes_any(entry.objective):
+                takes = ", ".join(entry.options) or "no options"
+                raise OptionError(
+                    f"loss {self.cfg.name!r} has no option {', '.join(unknown)} "
+                    f"({defined_at(entry.objective)} takes: {takes})"
+                )
+        elif self.cfg.options:
+            raise OptionError(
+                f"loss {self.cfg.name!r} takes its options from loss.{entry.section}, not loss.options "
+                f"(got {', '.join(sorted(self.cfg.options))})"
+            )
+
     def tks_weight(self, epoch: int, epochs: int) -> float:
-        """Weight a of the TKS term at a 0-indexed epoch (0 for the non-TKS losses)."""
-        return tks_weight(self.cfg.tks, epoch, epochs) if self.cfg.name == "tks" else 0.0
+        """Weight of the loss's distillation term at a 0-indexed epoch (the TKS weight; 0 for most losses)."""
+        entry = LOSSES[self.cfg.name]
+        if entry.weight is None:
+            return 0.0
+        return entry.weight(getattr(self.cfg, entry.section) if entry.section else self.cfg.options, epoch, epochs)
 
     def __call__(self, logits: Tensor, target: Tensor, *, epoch: int = 0, epochs: int = 1) -> LossOutput:
         """Loss of ``logits [T, B, K]`` against ``target [B]`` at a 0-indexed epoch out of ``epochs``."""
-        cfg = self.cfg
-        if cfg.name == "tks":
-            return tks_objective(logits, target, cfg.tks, self.tks_weight(epoch, epochs))
-        if cfg.name == "strong_weak":
-            return strong_weak_objective(logits, target, cfg.strong_weak)
-        if cfg.name == "ce":
-            loss = mean_ce(logits, target)
-        elif cfg.name == "ls":
-            loss = label_smoothing_ce(logits, target, smoothing=cfg.ls.smoothing)
-        else:
-            loss = tet_loss(logits, target, lamb=cfg.tet.lamb, phi=cfg.tet.phi)
-        return LossOutput(loss, {cfg.name: loss})
+        entry = LOSSES[self.cfg.name]
+        named = parameters(entry.objective)
+        kwargs: dict[str, Any] = dict(self.cfg.options)
+        if entry.section is not None:
+            kwargs["options"] = getattr(self.cfg, entry.section)
+        kwargs.update({k: v for k, v in (("epoch", epoch), ("epochs", epochs)) if k in named})
+        out = entry.objective(logits, target, **kwargs)
+        return out if isinstance(out, LossOutput) else LossOutput(out, {self.cfg.name: out})

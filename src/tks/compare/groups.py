@@ -47,7 +47,7 @@ def method_label(loss: LossConfig) -> str:
         ]
         base = STRONG_WEAK_LABELS[sw.direction]
         return f"{base} ({', '.join(_setting(f, getattr(sw, f)) for f in changed)})" if changed else base
-    base = METHOD_LABELS[loss.name]
+    base = METHOD_LABELS.get(loss.name, loss.name)  # a loss of one's own is named as registered
     if loss.name != "tks":
         return base
     tks, official = loss.tks, TKSOptions()
@@ -70,7 +70,8 @@ def experiment_settings(config: Config) -> dict[str, Any]:
     Left out: ``run.*``, ``NOT_EXPERIMENT`` and the options of the losses the run did not use (``loss.<other>.*``).
     """
     flat = flatten(to_dict(config))
-    unused = tuple(f"loss.{f.name}." for f in fields(LossConfig) if f.name not in ("name", config.loss.name))
+    kept = ("name", "options", config.loss.name)
+    unused = tuple(f"loss.{f.name}." for f in fields(LossConfig) if f.name not in kept)
     return {k: v for k, v in flat.items() if not k.startswith(("run.", *unused)) and k not in NOT_EXPERIMENT}
 
 

@@ -8,6 +8,7 @@
 
 from tks.config.loader import dump_config, flatten, from_dict, load_config, to_dict, upgrade_stored
 from tks.config.schema import (
+    BUILTIN_LOSSES,
     TKS_VARIANT_FIELDS,
     Config,
     ConfigError,
@@ -24,6 +25,7 @@ from tks.config.schema import (
 )
 
 __all__ = [
+    "BUILTIN_LOSSES",
     "TKS_VARIANT_FIELDS",
     "Config",
     "ConfigError",

@@ -24,6 +24,8 @@ from tks.config.schema import Config, ConfigError
 from tks.errors import TKSWarning
 
 MOVED_KEYS = {
+    "model.connect": "model.options.connect",
+    "model.stem": "model.options.stem",
     "loss.smoothing": "loss.ls.smoothing",
     "loss.tet_lambda": "loss.tet.lamb",
     "loss.tet_phi": "loss.tet.phi",
@@ -34,7 +36,8 @@ MOVED_KEYS = {
         + ("student_temperature", "teacher_source")
     },
 }
-"""Keys of configs written by tks 0.1 (each loss's options flat in ``loss``) and where they are now."""
+"""Keys of configs written by earlier tks (each loss's options flat in ``loss``; the SEW options as fields of
+``model``) and where they are now."""
 
 
 def upgrade_stored(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,10 +47,18 @@ def upgrade_stored(data: Mapping[str, Any]) -> dict[str, Any]:
     the new key (``from_dict``).
     """
     data = dict(data)
+    model = data.get("model")
+    if isinstance(model, Mapping) and ("connect" in model or "stem" in model):
+        model = dict(model)
+        moved = {key: model.pop(key) for key in ("connect", "stem") if key in model}
+        model["options"] = {**{k: v for k, v in moved.items() if v is not None}, **dict(model.get("options") or {})}
+        data["model"] = model
     loss = data.get("loss")
     if isinstance(loss, Mapping):
         loss = {k: dict(v) if isinstance(v, Mapping) else v for k, v in loss.items()}
         for old, new in MOVED_KEYS.items():
+            if not old.startswith("loss."):
+                continue
             key, (section, leaf) = old.split(".")[1], new.split(".")[1:]
             if key in loss:
                 section_data = loss.setdefault(section, {})
@@ -176,6 +187,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}{hint}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key} must be a mapping of names to values, got {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key} must be a list, got {value!r}")

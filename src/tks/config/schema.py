@@ -115,10 +115,10 @@ class ModelConfig:
     """The spiking neuron used in every layer."""
     norm: Literal["bn", "tdbn", "tebn"] | None = None
     """Normalisation: BN over T*B, tdBN or TEBN (None: the model's official one)."""
-    connect: Literal["ADD", "AND", "IAND"] | None = None
-    """SEW connect function (SEW models only; None: ADD)."""
-    stem: Literal["imagenet", "cifar"] | None = None
-    """Stem of SEW-ResNet-18/34/50 (None: imagenet)."""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The model's own options, passed to its factory by name (``tks models --verbose`` lists each model's): e.g.
+    SEW models' ``connect`` (``ADD``, ``AND``, ``IAND``) and SEW-ResNet-18/34/50's ``stem`` (``imagenet``,
+    ``cifar``)."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,10 @@ class StrongWeakOptions:
         _require(self.weight >= 0.0, f"loss.strong_weak.weight must be >= 0, got {self.weight}")
 
 
+BUILTIN_LOSSES = ("ce", "ls", "tet", "tks", "strong_weak")
+"""The losses tks registers itself (``tks.losses``), for ``tks train --help`` without importing torch."""
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """The training loss: ``name`` picks it, the section of that name holds its options.
@@ -230,9 +234,12 @@ class LossConfig:
     defaults) so that switching ``loss.name`` alone switches the loss.
     """
 
-    name: Literal["ce", "ls", "tet", "tks", "strong_weak"] = "tks"
-    """``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET; ``tks``: CE + Temporal Knowledge Sharing;
-    ``strong_weak``: CE + label-free distillation between the strongest and weakest steps."""
+    name: str = "tks"
+    """A registered loss (``tks.losses.list_losses()``): ``ce``: mean CE; ``ls``: label smoothing; ``tet``: TET;
+    ``tks``: CE + Temporal Knowledge Sharing; ``strong_weak``: CE + label-free distillation between the strongest
+    and weakest steps; or a loss of your own (``tks.register_loss``)."""
+    options: dict[str, Any] = field(default_factory=dict, hash=False)
+    """The options of a loss of your own, passed to its function by name (the built-ins read their section)."""
     ls: LabelSmoothingOptions = field(default_factory=LabelSmoothingOptions)
     """Options of ``name: ls``."""
     tet: TETOptions = field(default_factory=TETOptions)

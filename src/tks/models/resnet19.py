@@ -16,6 +16,7 @@ import math
 from torch import Tensor, nn
 
 from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.models.registry import register_model
 from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
 
@@ -81,3 +82,15 @@ class ResNet19(SpikingClassifier):
         layers += [PerStep(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 256)), neuron()]
         self.features = nn.Sequential(*layers)
         self.classifier = PerStep(nn.Linear(256, num_classes))
+
+
+@register_model("resnet19", default_norm="tdbn", inputs="3x32x32")
+def resnet19(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> ResNet19:
+    """Spiking ResNet-19 with tdBN, 128-channel stem (official TKS)."""
+    return ResNet19(num_classes, in_channels, neuron, norm)
+
+
+@register_model("resnet19_tet", default_norm="tdbn", inputs="3x32x32")
+def resnet19_tet(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> ResNet19:
+    """ResNet-19 with TET's 64-channel stem."""
+    return ResNet19(num_classes, in_channels, neuron, norm, stem_channels=64)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from tks.errors import UnknownNameError
 from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.models.registry import register_model
 from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
 
@@ -186,3 +187,36 @@ class SEWResNet19(SpikingClassifier):
         self.features = nn.Sequential(*modules)
         self.classifier = PerStep(nn.Linear(256, num_classes))
         _init_weights(self)
+
+
+@register_model("sew_resnet19", inputs="3x32x32")
+def sew_resnet19(
+    num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory, connect: Connect = "ADD"
+) -> SEWResNet19:
+    """SEW-ResNet-19 (option `connect`: `ADD`, `AND`, `IAND`)."""
+    return SEWResNet19(num_classes, in_channels, neuron, norm, connect=connect)
+
+
+def _sew(block: type[SEWBasicBlock] | type[SEWBottleneck], layers: tuple[int, int, int, int]) -> Callable:
+    def factory(
+        num_classes: int,
+        in_channels: int,
+        neuron: NeuronFactory,
+        norm: NormFactory,
+        connect: Connect = "ADD",
+        stem: Stem = "imagenet",
+    ) -> SEWResNet:
+        return SEWResNet(num_classes, in_channels, neuron, norm, block, layers, connect=connect, stem=stem)
+
+    return factory
+
+
+for _depth, _block, _layers in (
+    (18, SEWBasicBlock, (2, 2, 2, 2)),
+    (34, SEWBasicBlock, (3, 4, 6, 3)),
+    (50, SEWBottleneck, (3, 4, 6, 3)),
+):
+    _factory = _sew(_block, _layers)
+    _factory.__name__ = _factory.__qualname__ = f"sew_resnet{_depth}"
+    _factory.__doc__ = f"SEW-ResNet-{_depth}, ImageNet stem (options `stem`: `cifar` for 32x32, and `connect`)."
+    register_model(f"sew_resnet{_depth}", inputs="3x224x224")(_factory)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import nn
 
 from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.models.registry import register_model
 from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
 
@@ -53,3 +54,15 @@ class SpikingCNN(SpikingClassifier):
             PerStep(nn.AdaptiveAvgPool2d(2), nn.Flatten()),
         )
         self.classifier = PerStep(nn.Linear(c3 * 4, num_classes))
+
+
+@register_model("spiking_cnn", inputs="any, >= 4x4")
+def spiking_cnn(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> SpikingCNN:
+    """Small 3-layer spiking CNN (the bundled digits)."""
+    return SpikingCNN(num_classes, in_channels, neuron, norm)
+
+
+@register_model("spiking_lenet", inputs="1x28x28")
+def spiking_lenet(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> SpikingCNN:
+    """Narrower 3-layer spiking CNN, pooling after every block (Fashion-MNIST)."""
+    return SpikingCNN(num_classes, in_channels, neuron, norm, channels=(16, 32, 64), pool_first=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import nn
 
 from tks.models.blocks import SpikingClassifier
+from tks.models.registry import register_model
 from tks.snn import NeuronFactory, PerStep, TimeInvariant
 from tks.snn.layers import NormFactory
 
@@ -70,3 +71,15 @@ def _block(in_channels: int, out_channels: int, norm: NormFactory, *, pool: bool
     if type(normalisation) is PerStep:
         return [wrap(*layers, *normalisation)]
     return [wrap(*layers), normalisation]
+
+
+@register_model("spiking_convnet", inputs="1x28x28")
+def spiking_convnet(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> StaticConvNet:
+    """Compute-efficient spiking CNN, pooling before its neurons (the converged Fashion-MNIST study)."""
+    return StaticConvNet(num_classes, in_channels, neuron, norm)
+
+
+@register_model("spiking_convnet_wide", inputs="1x28x28")
+def spiking_convnet_wide(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> StaticConvNet:
+    """`spiking_convnet` with wider convolutions (24, 48, 96)."""
+    return StaticConvNet(num_classes, in_channels, neuron, norm, channels=(24, 48, 96))

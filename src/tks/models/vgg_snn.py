@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 from tks.models.blocks import SpikingClassifier, conv_norm
+from tks.models.registry import register_model
 from tks.snn import NeuronFactory, PerStep
 from tks.snn.layers import NormFactory
 
@@ -53,3 +54,15 @@ class VGGSNN(SpikingClassifier):
         layers.append(PerStep(nn.AdaptiveAvgPool2d(pooled), nn.Flatten()))
         self.features = nn.Sequential(*layers)
         self.classifier = PerStep(nn.Linear(channels * pooled * pooled, num_classes))
+
+
+@register_model("vgg_snn", inputs="2x48x48 event frames")
+def vgg_snn(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> VGGSNN:
+    """VGG-SNN of TET and TKS (CIFAR10-DVS, N-Caltech101)."""
+    return VGGSNN(num_classes, in_channels, neuron, norm)
+
+
+@register_model("vgg_snn_small", inputs="2x16x16 event frames")
+def vgg_snn_small(num_classes: int, in_channels: int, neuron: NeuronFactory, norm: NormFactory) -> VGGSNN:
+    """The VGG-SNN design with two half-width stages (digits-dvs)."""
+    return VGGSNN(num_classes, in_channels, neuron, norm, stages=SMALL_STAGES, pooled=4)
