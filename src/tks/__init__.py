@@ -124,9 +124,9 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         sweep,
     )
     from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
+    from tks.data import register_dataset
     from tks.evaluation import evaluate_checkpoint
     from tks.experiment import train
-    from tks.data import register_dataset
     from tks.losses import (
         StrongWeakLoss,
         TKSLoss,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TETOptions, TKSOptions
 from tks.errors import OptionError, TKSWarning, check_per_step
-from tks.registry import Registry, defined_at, parameters, takes_any
+from tks.registry import Registry, check_options, parameters
 
 __all__ = [
     "LOSSES",
@@ -481,12 +481,7 @@ def register_loss(
     Raises:
         RegistryError: when another function already has the name.
     """
-
-    def decorate(objective: Objective) -> Objective:
-        LOSSES.add(name, LossEntry(objective, section, weight))
-        return objective
-
-    return decorate
+    return LOSSES.decorator(name, lambda objective: LossEntry(objective, section, weight))
 
 
 def list_losses() -> list[str]:
@@ -534,13 +529,7 @@ class Criterion:
     def __post_init__(self) -> None:
         entry = LOSSES[self.cfg.name]
         if entry.section is None:
-            unknown = sorted(set(self.cfg.options) - set(entry.options))
-            if unknown and not takes_any(entry.objective):
-                takes = ", ".join(entry.options) or "no options"
-                raise OptionError(
-                    f"loss {self.cfg.name!r} has no option {', '.join(unknown)} "
-                    f"({defined_at(entry.objective)} takes: {takes})"
-                )
+            check_options(f"loss {self.cfg.name!r}", entry.objective, self.cfg.options, entry.options)
         elif self.cfg.options:
             raise OptionError(
                 f"loss {self.cfg.name!r} takes its options from loss.{entry.section}, not loss.options "

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from tks.errors import TKSError, UnknownNameError
+from tks.errors import OptionError, TKSError, UnknownNameError
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class RegistryError(TKSError, ValueError):
@@ -65,6 +66,15 @@ class Registry(Mapping[str, T], Generic[T]):
             )
         self._entries[name] = entry
 
+    def decorator(self, name: str, make_entry: Callable[[F], T]) -> Callable[[F], F]:
+        """A decorator registering ``make_entry(f)`` under ``name`` and returning ``f`` unchanged."""
+
+        def decorate(function: F) -> F:
+            self.add(name, make_entry(function))
+            return function
+
+        return decorate
+
     def __getitem__(self, name: str) -> T:
         try:
             return self._entries[name]
@@ -89,3 +99,21 @@ def parameters(function: Callable[..., object]) -> dict[str, inspect.Parameter]:
 def takes_any(function: Callable[..., object]) -> bool:
     """Whether a function accepts any keyword (``**kwargs``)."""
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters(function).values())
+
+
+def check_options(what: str, function: Callable[..., object], given: Iterable[str], allowed: Sequence[str]) -> None:
+    """Refuse options a registered function does not take, in one line listing those it does.
+
+    Args:
+        what: the thing, for the message, e.g. ``"model 'vgg_snn'"``.
+        function: the registered function (one with ``**kwargs`` takes anything).
+        given: the option names a config gives.
+        allowed: the option names the function takes.
+
+    Raises:
+        OptionError: naming the unknown options, the function and its options.
+    """
+    unknown = sorted(set(given) - set(allowed))
+    if unknown and not takes_any(function):
+        takes = ", ".join(allowed) or "no options"
+        raise OptionError(f"{what} has no option {', '.join(unknown)} ({defined_at(function)} takes: {takes})")

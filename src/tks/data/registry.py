@@ -131,11 +131,8 @@ def register_dataset(
     names = tuple(classes) if classes is not None else None
     info = DatasetInfo(name, num_classes, in_channels, size, kind, needs_root, sampler, names)
 
-    def decorate(load: Loader) -> Loader:
-        DATASETS.add(name, DatasetEntry(info, load, tuple(augments), tuple(normalizations), tuple(split_schemes)))
-        return load
-
-    return decorate
+    choices = (tuple(augments), tuple(normalizations), tuple(split_schemes))
+    return DATASETS.decorator(name, lambda load: DatasetEntry(info, load, *choices))
 
 
 def list_datasets() -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from tks.errors import OptionError
-from tks.registry import Registry, defined_at, parameters, takes_any
+from tks.registry import Registry, check_options, defined_at, parameters
 from tks.snn import NeuronFactory, make_neuron
 from tks.snn.layers import NormName, make_norm
 
@@ -71,12 +71,7 @@ def register_model(name: str, *, default_norm: NormName = "bn", inputs: str = "a
     Raises:
         RegistryError: when another factory already has the name.
     """
-
-    def decorate(factory: Factory) -> Factory:
-        MODELS.add(name, ModelEntry(factory, default_norm, inputs))
-        return factory
-
-    return decorate
+    return MODELS.decorator(name, lambda factory: ModelEntry(factory, default_norm, inputs))
 
 
 def list_models() -> list[str]:
@@ -114,12 +109,7 @@ def create_model(
     entry = MODELS[name]
     if num_classes < 1 or in_channels < 1:
         raise OptionError(f"a model needs num_classes >= 1 and in_channels >= 1, got {num_classes} and {in_channels}")
-    unknown = sorted(set(options) - set(entry.options))
-    if unknown and not takes_any(entry.factory):
-        takes = ", ".join(entry.options) or "no options"
-        raise OptionError(
-            f"model {name!r} has no option {', '.join(unknown)} ({defined_at(entry.factory)} takes: {takes})"
-        )
+    check_options(f"model {name!r}", entry.factory, options, entry.options)
     build = {
         "num_classes": num_classes,
         "in_channels": in_channels,
