@@ -24,6 +24,7 @@ from tks.data.splits import TRAIN_EVAL_SEED, VAL_SEED, holdout, stratified_subse
 from tks.distributed import Dist
 from tks.errors import DeviceError
 from tks.models import create_model
+from tks.plugins import load_run_plugins
 from tks.snn import make_neuron
 
 
@@ -282,6 +283,7 @@ def load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     record = load_checkpoint(path)
     cfg = stored_config(record, path)
+    load_run_plugins(cfg.run.plugins, path.parent)
     info = check_options(cfg.data.name, data_options(cfg.data))
     model = build_model(cfg.model, info, cfg.data.num_steps)
     record.load_weights(model, path)

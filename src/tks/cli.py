@@ -56,6 +56,8 @@ def format_selection(metrics: dict[str, Any]) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``tks train [CONFIG] [--set KEY=VALUE ...]``."""
+    from dataclasses import replace
+
     from tks.config import ConfigError, load_config
     from tks.distributed import is_main_from_env
     from tks.experiment import resume, train
@@ -64,14 +66,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(_epoch_line(record), flush=True)
 
     if args.resume:
-        if args.config or args.set:
-            raise ConfigError("--resume continues a run with its stored config; drop CONFIG and --set")
+        if args.config or args.set or args.plugin:
+            raise ConfigError(
+                "--resume continues a run with its stored config and plugins; drop CONFIG, --set, --plugin"
+            )
         result = resume(args.resume, on_epoch_end=show)
         if result.already_finished:
             epochs = result.metrics.get("epoch", "all")
             print(f"run folder {args.resume} already finished ({epochs} epochs): nothing to do")
     else:
-        result = train(load_config(args.config, args.set), on_epoch_end=show)
+        cfg = load_config(args.config, args.set)
+        cfg = replace(cfg, run=replace(cfg.run, plugins=(*cfg.run.plugins, *args.plugin)))
+        result = train(cfg, on_epoch_end=show)
     if result.metrics.get("world_size", 1) > 1 and not is_main_from_env():
         return 0
     m = result.metrics
@@ -91,6 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--steps must all be >= 1, got {args.steps}")
     if args.early_exit is not None and any(not 0.0 <= th <= 1.0 for th in args.early_exit):
         raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {args.early_exit}")
+    _load_plugins(args)
     evaluate_checkpoint(
         args.checkpoint,
         args.steps,
@@ -139,6 +146,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     """``tks models [--verbose]``: every registered model, its parameter count, input and description."""
     from tks.models import MODELS, count_parameters, create_model, list_models
 
+    _load_plugins(args)
     if args.verbose:
         from tks.snn import describe_backends
 
@@ -178,6 +186,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     # Checked here as well as in the library so that the message names the flag, not the Python parameter.
     if args.out is not None:
         check_writable_file(args.out, "--out")
+    _load_plugins(args)
     target = export_checkpoint(args.checkpoint, args.out, dt=args.dt, pooling=args.pooling)
     print(f"wrote {target}")
     return 0
@@ -240,7 +249,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         minutes=args.time,
         slurm_params=args.slurm_param,
         slurm_cluster=args.slurm_cluster,
+        plugins=args.plugin,
         out=lambda line: print(line, flush=True),
+    )
+
+
+def _load_plugins(args: argparse.Namespace) -> None:
+    """Import the ``--plugin`` modules (and the installed entry-point plugins) before a command builds anything."""
+    from tks.plugins import load_plugins
+
+    load_plugins(args.plugin)
+
+
+def _add_plugin(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import a module or .py file that registers models, datasets or losses (repeatable)",
     )
 
 
@@ -289,6 +316,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         default="truncate",
         help="event data at another T: the first T trained frames, or the events re-binned into T frames",
     )
+    _add_plugin(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default=None, help="YAML config (default: built-in digits recipe)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. loss.tks.alpha=0.3")
     p.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR where it stopped")
+    _add_plugin(p)
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")
@@ -337,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="average pooling as NIR SumPool2d with 1/k^2 in the next weights (default: snnTorch and Norse read it) "
         "or as AvgPool2d (snnTorch only)",
     )
+    _add_plugin(p)
     p.set_defaults(func=cmd_export)
 
     p = verbs.add_parser("compare", help="table of methods by top-1 / top-5 / AURC, mean ± std over seeds")
@@ -390,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", action="append", default=[], metavar="PATTERN", help="only runs whose name matches, e.g. '*-s0'"
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and what each needs; start nothing")
+    _add_plugin(p)
     group = p.add_argument_group("ray")
     group.add_argument("--address", default=None, help="address of a running Ray cluster (default: a local Ray)")
     group = p.add_argument_group("slurm (through submitit)")
@@ -413,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
-    p.add_argument("--verbose", action="store_true", help="also which LIF backend runs for each device and dtype")
+    p.add_argument("--verbose", action="store_true", help="also each model's options and the LIF backends")
+    _add_plugin(p)
     p.set_defaults(func=cmd_models)
     return parser
 

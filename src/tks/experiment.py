@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from tks.hooks import AppendLog, OnRecord, RecordSession, SaveCheckpoint, Tensor
 from tks.locks import FileLock, lock_run_dir
 from tks.losses import Criterion, zero_weight_warning
 from tks.paths import check_writable_folder
+from tks.plugins import load_plugins, load_run_plugins
 from tks.preflight import activation_bytes, check_input_size, check_memory
 from tks.provenance import SessionLog, session_record
 from tks.runfiles import (
@@ -79,9 +80,11 @@ def train(cfg: Config, *, on_epoch_end: Callable[[dict[str, Any]], None] | None 
     (docs/run-files.md). Under ``torchrun`` every process trains its share and only rank 0 writes.
 
     Args:
-        cfg: the experiment.
+        cfg: the experiment; its ``run.plugins`` are loaded first and recorded as absolute paths.
         on_epoch_end: called with each epoch's log record on rank 0 (the CLI prints it).
     """
+    plugins = load_plugins(cfg.run.plugins)
+    cfg = replace(cfg, run=replace(cfg.run, plugins=tuple(p.spec for p in plugins)))
     return _run(cfg, None, None, on_epoch_end)
 
 
@@ -105,6 +108,7 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
         path = run_dir / FINAL_CHECKPOINT
         record = load_checkpoint(path)
         cfg = stored_config(record, path)
+        load_run_plugins(cfg.run.plugins, run_dir)
         if not record.resumable:
             raise CheckpointError(f"{path} holds a model but not the training state (optimizer, epoch, generators)")
         metrics = read_metrics(run_dir / "metrics.json")  # a corrupt file stops the resume before any work
@@ -140,7 +144,9 @@ def _run(
             if dist.is_main:
                 lock = lock_run_dir(run_dir)
                 write_config(run_dir, cfg)
-        sessions = SessionLog(run_dir, session_record(device, dist.world_size, state.epoch)) if dist.is_main else None
+        plugins = [p.as_record() for p in load_plugins(cfg.run.plugins)]  # loaded already: their records
+        session = session_record(device, dist.world_size, state.epoch, plugins)
+        sessions = SessionLog(run_dir, session) if dist.is_main else None
         if dist.is_main:
             hooks = _epoch_hooks(cfg, run_dir, sessions, on_epoch_end)
         loader = partial(make_loader, seed=cfg.run.seed, device=device, dist=dist)

@@ -11,6 +11,7 @@ import json
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +63,17 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def session_record(device: torch.device, world_size: int, first_epoch: int) -> dict[str, Any]:
+def session_record(
+    device: torch.device, world_size: int, first_epoch: int, plugins: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any]:
     """Provenance of the training session starting now, on this process; ``finish_session`` completes it.
 
     Args:
         device: the device the model trains on.
         world_size: number of training processes.
         first_epoch: completed epochs when the session starts (0 for a new run).
+        plugins: the loaded plugins' records (``tks.plugins.Plugin.as_record``: module, file name, SHA-256,
+            version).
     """
     import tks
 
@@ -91,6 +96,7 @@ def session_record(device: torch.device, world_size: int, first_epoch: int) -> d
         "wall_s": 0.0,
         "process_cpu_s": 0.0,
         "finished": False,
+        "plugins": list(plugins),
     }
 
 

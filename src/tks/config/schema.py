@@ -315,6 +315,8 @@ class RunConfig:
     """Use only deterministic algorithms, so that a run (and a resumed run) repeats bit for bit."""
     tensorboard: bool = False
     """Also write TensorBoard scalars to ``<run folder>/tensorboard``."""
+    plugins: tuple[str, ...] = ()
+    """Modules or ``.py`` files to import first, which register models, datasets or losses (``tks.plugins``)."""
     select_on: Literal["val", "test"] | None = None
     """The set whose top-1 chooses the best epoch (``best.pt`` and the ``selected`` metrics): ``val`` (needs
     ``data.val_size``) or ``test`` (the official code's choice, optimistic); None: ``val`` when ``data.val_size`` is

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from tks.plugins import load_plugins
 from tks.sweep.driver import current_states, format_listing, run_sweep, shown_path
 from tks.sweep.executors import Executor, LocalExecutor, RayExecutor, SlurmExecutor, available_cores
 from tks.sweep.folders import SWEEP_DIR
@@ -37,6 +38,7 @@ def sweep(
     minutes: int | None = None,
     slurm_params: Sequence[str] = (),
     slurm_cluster: str = "slurm",
+    plugins: Sequence[str] = (),
     out: Callable[[str], None] = print,
 ) -> int:
     """Run (or with ``dry_run`` list) the runs of the sweep files; returns the exit status (1: a run failed).
@@ -56,13 +58,14 @@ def sweep(
         minutes: time limit of each SLURM job (``slurm``; default ``SLURM_MINUTES``).
         slurm_params: more submitit parameters as ``key=value`` (``slurm``).
         slurm_cluster: ``slurm``, or ``local`` for submitit's local executor (no SLURM needed).
+        plugins: plugins (module names or paths) loaded here and by every run, besides its config's own.
         out: prints one line.
 
     Raises:
         SweepError: for invalid files or options, before any run starts.
     """
     _check_options(executor, parallel, threads, gpus, out_dir, paths, address, partition, minutes, slurm_params)
-    sweeps = [load_sweep(path, overrides, out_dir) for path in paths]
+    sweeps = [_with_plugins(load_sweep(path, overrides, out_dir), plugins) for path in paths]
     if only:
         sweeps = _only(sweeps, only)
     _check_shared_folders(sweeps)
@@ -91,6 +94,15 @@ def sweep(
     # Local runs write run.out_dir as the user sees it (relative below the working folder); remote ones need it whole.
     job_out_dir = shown_path if executor == "local" else str
     return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
+
+
+def _with_plugins(one: Sweep, extra: Sequence[str]) -> Sweep:
+    """The sweep with its runs' plugins and ``extra`` loaded here, and every run naming both (paths made absolute)."""
+    runs = []
+    for run in one.runs:
+        specs = tuple(dict.fromkeys(p.spec for p in load_plugins((*run.config.run.plugins, *extra))))
+        runs.append(replace(run, config=replace(run.config, run=replace(run.config.run, plugins=specs))))
+    return replace(one, runs=tuple(runs))
 
 
 def local_capacity(cores: int, parallel: int | None, threads: int | None) -> tuple[int, int]:
