@@ -116,7 +116,7 @@ def test_resume_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated" in err and err.count("\n") == 1
     assert main(["train", "configs/digits.yaml", "--resume", str(tmp_path)]) == 2
-    assert "drop CONFIG and --set" in capsys.readouterr().err
+    assert "drop CONFIG, --set, --plugin" in capsys.readouterr().err
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ SUBMODULES = (
     "models",
     "paths",
     "plots",
+    "plugins",
     "preflight",
     "provenance",
     "registry",
@@ -68,6 +69,8 @@ _NAMES = {
     "register_dataset": "tks.data",
     "register_loss": "tks.losses",
     "StrongWeakLoss": "tks.losses",
+    "LIF": "tks.snn",
+    "make_neuron": "tks.snn",
 }
 """Public names of ``tks`` and the submodule that defines each."""
 
@@ -114,6 +117,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         models,
         paths,
         plots,
+        plugins,
         preflight,
         provenance,
         registry,
@@ -138,3 +142,4 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         tks_loss,
     )
     from tks.models import create_model, list_models, register_model
+    from tks.snn import LIF, make_neuron
