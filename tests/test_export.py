@@ -174,3 +174,32 @@ def test_export_command_writes_a_readable_file(tmp_path, capsys):
     assert main(["export", str(run_dir / "checkpoint.pt"), "--pooling", "avg", "--out", str(out)]) == 0
     kinds = [type(node).__name__ for node in nir.read(str(out)).nodes.values()]
     assert kinds.count("AvgPool2d") == 2 and "SumPool2d" not in kinds
+
+
+def test_the_graph_says_what_its_input_is_and_that_is_enough_to_feed_it(digits_runs):
+    """Another toolchain with only the NIR file and the raw images gets the model's logits from the metadata."""
+    import numpy as np
+
+    from tks.build import load_model
+    from tks.data import build_dataset
+    from tks.data.digits import digit_arrays
+
+    _, runs = digits_runs
+    graph = nir.read(str(export_checkpoint(runs[1] / "checkpoint.pt")))
+    meta = graph.metadata
+    assert meta["input_kind"] == "static" and list(meta["input_shape"]) == [1, 8, 8] and float(meta["dt"]) == 1e-4
+    assert [c.decode() if isinstance(c, bytes) else c for c in meta["class_names"]] == [str(d) for d in range(10)]
+    assert (
+        meta["encoding"].startswith("direct: the image, scaled to [0, 1] and normalised")
+        and meta["dataset"] == "digits"
+    )
+    images, _, _, test = digit_arrays()  # raw 0..16 pixel counts, as a user would have them
+    raw = torch.from_numpy(images[test[:16]] / 16.0).float().unsqueeze(1)  # scaled to [0, 1]
+    mean = torch.tensor(np.asarray(meta["normalization_mean"]), dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(np.asarray(meta["normalization_std"]), dtype=torch.float32).view(1, -1, 1, 1)
+    x_seq = ((raw - mean) / std).unsqueeze(0).expand(int(meta["num_steps"]), *raw.shape)  # the direct encoding
+    model = load_model(runs[1] / "checkpoint.pt").model
+    tks_inputs = build_dataset("digits", "test")[0].tensors[0][:16]  # what tks itself feeds the model
+    with torch.no_grad():
+        expected = model(tks_inputs.unsqueeze(0).expand(int(meta["num_steps"]), *tks_inputs.shape))
+        torch.testing.assert_close(run_nir(graph, x_seq), expected, rtol=1e-4, atol=1e-4)

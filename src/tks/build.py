@@ -25,7 +25,7 @@ from tks.distributed import Dist
 from tks.errors import DeviceError
 from tks.models import create_model
 from tks.plugins import load_run_plugins
-from tks.snn import make_neuron
+from tks.snn import make_neuron, reset_before_each_call
 
 
 def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Module:
@@ -39,7 +39,7 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
         surrogate_alpha=n.surrogate_alpha,
         detach_reset=n.detach_reset,
     )
-    return create_model(
+    model = create_model(
         cfg.name,
         num_classes=info.num_classes,
         in_channels=info.in_channels,
@@ -49,6 +49,7 @@ def build_model(cfg: ModelConfig, info: DatasetInfo, num_steps: int) -> nn.Modul
         v_threshold=n.v_threshold,
         **cfg.options,
     )
+    return reset_before_each_call(model)  # a third-party neuron's state: reset before every batch (tks.snn.stateful)
 
 
 def data_options(cfg: DataConfig, num_steps: int | None = None, progress: bool = True) -> DataOptions:

@@ -27,6 +27,7 @@ from tks.errors import TKSError
 from tks.inference import SINGLE, Batches, Encoder, autocast, predict
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
+from tks.snn.stateful import is_stale_graph_error, stateful_model_error
 
 
 class NonFiniteLossError(TKSError):
@@ -253,7 +254,12 @@ def train_one_epoch(
             out = criterion(logits, y, epoch=epoch, epochs=epochs)
             guard.observe(out.total, epoch, step)
             loss = out.total / accumulate
-            (scaler.scale(loss) if scaler is not None else loss).backward()
+            try:
+                (scaler.scale(loss) if scaler is not None else loss).backward()
+            except RuntimeError as exc:
+                if is_stale_graph_error(exc):
+                    raise stateful_model_error() from None
+                raise
         if update:
             if scaler is not None:  # a non-finite loss gives non-finite gradients, and the scaler skips that step
                 scaler.step(optimizer)

@@ -85,6 +85,11 @@ def evaluate_checkpoint(
     loaded = load_model(path)
     cfg, info = loaded.config, loaded.info
     features_path = _check_outputs(path, features)  # before the evaluation, not after it
+    if features and not callable(getattr(loaded.model, "forward_features", None)):
+        raise ConfigError(
+            f"--features needs the model's forward_features(x) (time-averaged penultimate features [B, D]); "
+            f"model {cfg.model.name!r} has none"
+        )
     steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
     rebin = info.kind == "events" and event_steps == "rebin"
     if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:

@@ -25,23 +25,29 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tks.errors import TKSError
+from tks.errors import TKSError, short_message
 from tks.extras import require
 from tks.models.blocks import SpikingClassifier
 from tks.models.resnet19 import BasicBlock
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck
 from tks.paths import check_writable_file
-from tks.snn import LIF, PerStep
+from tks.snn import LIF, PerStep, Stepwise, reset_states
 from tks.snn.layers import TEBN
+
+if TYPE_CHECKING:
+    from tks.config import Config
+    from tks.data import DatasetInfo
 
 nir = require("nir", "NIR export")
 
@@ -295,11 +301,119 @@ def export_checkpoint(
     target = Path(out) if out is not None else Path(path).with_name("model.nir")
     check_writable_file(target, "out")
     model, info, cfg, _ = load_model(path)
-    graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
-    graph.metadata.update(model=cfg.model.name, num_steps=cfg.data.num_steps)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    nir.write(str(target), graph)
+    framework = model_framework(model)
+    if framework == "tks":
+        graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
+    else:
+        graph = _foreign_nir(framework, model, (cfg.data.num_steps, 1, info.in_channels, *info.input_size), dt)
+    graph.metadata.update(input_metadata(cfg, info, dt))
+    _write_atomically(graph, target)
     return target
+
+
+def model_framework(model: nn.Module) -> str:
+    """``spikingjelly`` or ``snntorch`` when the model's neurons come from that framework, else ``tks``.
+
+    The SpikingJelly node inside a tks ``LIF`` (engine ``spikingjelly``) is tks's: it exports as that LIF.
+    """
+    own = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, LIF))
+    for name, module in model.named_modules():
+        package = type(module).__module__.partition(".")[0]
+        if package in ("spikingjelly", "snntorch") and not (own and name.startswith(own)):
+            return package
+    return "tks"
+
+
+def _foreign_nir(framework: str, model: nn.Module, example_shape: tuple[int, ...], dt: float) -> nir.NIRGraph:
+    """The NIR graph of a SpikingJelly or snnTorch model, by that framework's own exporter.
+
+    Args:
+        framework: ``spikingjelly`` (a multi-step model, ``[T, B, ...]``) or ``snntorch`` (a single-step network
+            inside ``tks.snn.Stepwise``).
+        model: the trained model.
+        example_shape: ``[T, 1, C, H, W]``, the input the exporter traces shapes with.
+        dt: the time step in seconds.
+    """
+    feature = f"NIR export of a {'SpikingJelly' if framework == 'spikingjelly' else 'snnTorch'} model"
+    try:
+        # the frameworks' exporters warn about their own dependencies' deprecations: nothing the user can act on
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if framework == "spikingjelly":
+                exporter = require("spikingjelly.activation_based.nir_exchange.to_nir", feature)
+                graph = exporter.export_to_nir(model, torch.zeros(example_shape), dt=dt)
+            else:
+                net = getattr(model, "net", None)
+                if not isinstance(model, Stepwise) or net is None:
+                    raise ExportError(
+                        f"{feature}: wrap the single-step network in tks.snn.Stepwise, so that its exporter gets it"
+                    )
+                exporter = require("snntorch.export_nir", feature)
+                graph = exporter.export_to_nir(net, torch.zeros(example_shape[1:]))
+    except TKSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - another framework's exporter: whatever it raises is one line
+        raise ExportError(f"{feature}: its exporter failed ({type(exc).__name__}: {short_message(exc)})") from None
+    finally:
+        reset_states(model)  # the example forward may leave state behind
+    graph.metadata.update(source=framework)
+    return graph
+
+
+def input_metadata(cfg: Config, info: DatasetInfo, dt: float) -> dict[str, Any]:
+    """What another toolchain needs to feed the exported graph the inputs the model was trained on.
+
+    Keys: ``dt`` (seconds per step), ``num_steps`` (T), ``input_shape`` ([C, H, W] of one step), ``input_kind``
+    (``static`` or ``events``), ``encoding`` (how an input becomes the T steps), ``normalization_mean`` and
+    ``normalization_std`` per channel where known (else ``normalization`` is ``unknown``), ``class_names`` where
+    known, and ``model``, ``dataset``, ``tks_version``. docs/nir.md shows them read back.
+    """
+    from tks import __version__
+    from tks.build import data_options
+    from tks.data import test_normalization
+
+    if info.kind == "static":
+        encoding = (
+            "direct: the image, scaled to [0, 1] and normalised as (x - mean) / std per channel, is the input of "
+            "every one of the T steps"
+        )
+    else:
+        encoding = (
+            "event frames, one per step: the events of a recording counted per pixel and polarity (channel 0 OFF, "
+            "1 ON) in T equal time bins of its span, (t_last - t_first) // T microseconds each, as floats, resized "
+            f"to {info.input_size[0]}x{info.input_size[1]} (bilinear, align_corners)"
+        )
+    metadata: dict[str, Any] = {
+        "dt": dt,
+        "num_steps": cfg.data.num_steps,
+        "input_shape": [info.in_channels, *info.input_size],
+        "input_kind": info.kind,
+        "encoding": encoding,
+        "model": cfg.model.name,
+        "dataset": cfg.data.name,
+        "tks_version": __version__,
+    }
+    stats = test_normalization(cfg.data.name, data_options(cfg.data))
+    if stats is not None:
+        metadata.update(normalization_mean=list(stats[0]), normalization_std=list(stats[1]))
+    else:
+        metadata["normalization"] = "unknown"
+    if info.classes is not None:
+        metadata["class_names"] = list(info.classes)
+    return metadata
+
+
+def _write_atomically(graph: nir.NIRGraph, target: Path) -> None:
+    """``nir.write`` to a temporary name, renamed over ``target``: a failed write leaves no half-written file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        nir.write(str(tmp), graph)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_nir(graph: nir.NIRGraph, x_seq: Tensor, *, dt: float | None = None) -> Tensor:

@@ -31,6 +31,7 @@ EXTRAS: dict[str, str] = {
     "ray": "ray",
     "submitit": "slurm",
     "spikingjelly": "spikingjelly",
+    "snntorch": "interop",
     "tensorboard": "tensorboard",
 }
 """The extra that brings each optional top-level module (pyproject.toml's ``optional-dependencies``)."""

@@ -21,10 +21,24 @@ _LARGEST_SIDE = 4096
 """Where the search for the smallest input side a model takes gives up."""
 
 
+class _CannotProbe(Exception):
+    """The model cannot be built or run on the meta device (e.g. snnTorch's neurons read tensor values)."""
+
+
+def _meta_model(build: ModelBuilder, training: bool) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return build().train(training)
+    except Exception as exc:  # noqa: BLE001 - a third-party module may fail in any way without real memory
+        raise _CannotProbe from exc
+
+
 def _runs_at(model: nn.Module, channels: int, height: int, width: int) -> bool:
     try:
         model(torch.empty(1, 1, channels, height, width, device="meta"))
-    except RuntimeError:  # a layer's output would be empty (e.g. pooling below 1x1) or shapes do not match
+    except RuntimeError as exc:  # a layer's output would be empty (e.g. pooling below 1x1) or shapes do not match
+        if "meta" in str(exc):  # an operation that needs real values: not a verdict on the size
+            raise _CannotProbe from exc
         return False
     return True
 
@@ -39,11 +53,13 @@ def check_input_size(build: ModelBuilder, model_name: str, dataset: str, channel
         channels: input channels C of ``[T, B, C, H, W]``.
         size: the dataset's ``(H, W)``.
     """
-    with torch.device("meta"):
-        model = build().eval()
-    height, width = size
-    if _runs_at(model, channels, height, width):
-        return
+    try:
+        model = _meta_model(build, training=False)
+        height, width = size
+        if _runs_at(model, channels, height, width):
+            return
+    except _CannotProbe:
+        return  # such a model meets its input size when it runs: the first batch says what is wrong
     low, high = max(height, width), max(height, width) * 2  # low fails; find a high that works, then bisect
     while not _runs_at(model, channels, high, high):
         if high >= _LARGEST_SIDE:
@@ -75,8 +91,10 @@ def activation_bytes(
         batch: B.
         training: a training step (True) or evaluation (False).
     """
-    with torch.device("meta"):
-        model = build().train(training)
+    try:
+        model = _meta_model(build, training)
+    except _CannotProbe:
+        return 0  # no floor known: the memory check passes
     sizes: list[int] = []
 
     def record(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -88,6 +106,10 @@ def activation_bytes(
     probe = 2  # one step of two samples: training-mode BatchNorm1d refuses a batch of one
     try:
         model(torch.empty(1, probe, channels, *size, device="meta"))
+    except RuntimeError as exc:
+        if "meta" not in str(exc):
+            raise
+        return 0  # an operation that needs real values (a third-party neuron): no floor known
     finally:
         for handle in handles:
             handle.remove()

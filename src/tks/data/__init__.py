@@ -26,6 +26,7 @@ from tks.data.registry import (
     dataset_info,
     list_datasets,
     register_dataset,
+    test_normalization,
 )
 from tks.errors import OptionError
 
@@ -66,5 +67,6 @@ __all__ = [
     "prepare_frames",
     "register_dataset",
     "split_indices",
+    "test_normalization",
     "to_time_major",
 ]

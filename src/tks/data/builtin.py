@@ -14,7 +14,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from tks.data import static
-from tks.data.digits import digits
+from tks.data.digits import digits, digits_normalization
 from tks.data.digits_dvs import ensure_digits_dvs
 from tks.data.event_io import read_atis_bin
 from tks.data.events import CIFAR10_DVS, NCALTECH101, EventSet, FrameOptions, event_dataset, find_recordings
@@ -27,6 +27,7 @@ from tks.data.transforms import (
     SMALL_PRESETS,
     large_image_transforms,
     small_image_transforms,
+    test_stats,
 )
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -59,7 +60,14 @@ def _augmented(split: str, options: DataOptions) -> bool:
     return split == "train" and not options.eval_transform
 
 
-@register_dataset("digits", num_classes=10, in_channels=1, input_size=(8, 8), classes=DIGITS)
+@register_dataset(
+    "digits",
+    num_classes=10,
+    in_channels=1,
+    input_size=(8, 8),
+    classes=DIGITS,
+    normalization=lambda options: digits_normalization(),  # on use: importing tks.data reads no file
+)
 def _digits(split: str, root: str | None) -> Dataset:
     return digits(split)
 
@@ -87,6 +95,10 @@ def _images(
 ) -> None:
     """Register one image dataset, read by ``_small_images`` (32 and 28 px) or ``_large_images`` (224 px)."""
     load = _small_images if size <= 32 else _large_images
+
+    def normalization(options: DataOptions) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return test_stats(name if size <= 32 else "imagenet", options.normalization)
+
     register_dataset(
         name,
         num_classes=classes,
@@ -96,6 +108,7 @@ def _images(
         needs_root=name != "fashion-mnist",
         augments=presets,
         normalizations=("dataset",) if name == "fashion-mnist" else NORMALIZATIONS,
+        normalization=normalization,
     )(partial(load, name))
 
 
@@ -133,6 +146,7 @@ def _event_set(spec: EventSet, size: int, **facts: object) -> None:
         classes=spec.classes,
         needs_root=spec is not DIGITS_DVS,
         augments=EVENT_PRESETS,
+        normalization=((0.0, 0.0), (1.0, 1.0)),  # event counts, not normalised
         **facts,
     )(partial(_events, spec))
 

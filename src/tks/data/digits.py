@@ -29,6 +29,13 @@ def digit_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return f["images"], f["labels"].astype(np.int64), f["train"].astype(np.int64), f["test"].astype(np.int64)
 
 
+def digits_normalization() -> tuple[tuple[float], tuple[float]]:
+    """The (mean, std) of the scaled training pixels, which both splits are normalised with."""
+    images, _, train, _ = digit_arrays()
+    scaled = (images[train] / 16.0).astype(np.float32)
+    return (float(scaled.mean()),), (float(scaled.std()),)
+
+
 def digits(split: str) -> TensorDataset:
     """The digits split as a ``TensorDataset`` of images ``[N, 1, 8, 8]`` (float32) and labels ``[N]`` (int64).
 
@@ -37,6 +44,6 @@ def digits(split: str) -> TensorDataset:
     """
     images, labels, train, test = digit_arrays()
     scaled = (images / 16.0).astype(np.float32)  # [N, 8, 8] in [0, 1]
-    mean, std = scaled[train].mean(), scaled[train].std()
+    mean, std = scaled[train].mean(), scaled[train].std()  # float32, as digits_normalization gives them
     index = train if split == "train" else test
     return TensorDataset(torch.from_numpy((scaled[index] - mean) / std).unsqueeze(1), torch.from_numpy(labels[index]))

@@ -81,6 +81,13 @@ class DatasetEntry:
     augments: tuple[str, ...] = ("official", "none")
     normalizations: tuple[str, ...] = ("dataset",)
     split_schemes: tuple[str, ...] = ("official",)
+    normalization: Normalization | None = None
+    """The (mean, std) per channel the test inputs are normalised with, or a function of the options giving it;
+    None: not known (the exported NIR graph then says so)."""
+
+
+Stats = tuple[tuple[float, ...], tuple[float, ...]]
+Normalization = Stats | Callable[[DataOptions], Stats | None]
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", source=lambda entry: entry.load)
@@ -100,6 +107,7 @@ def register_dataset(
     augments: Sequence[str] = ("official", "none"),
     normalizations: Sequence[str] = ("dataset",),
     split_schemes: Sequence[str] = ("official",),
+    normalization: Normalization | None = None,
 ) -> Callable[[Loader], Loader]:
     """Register a dataset loader under ``name`` (a decorator; the loader is returned unchanged).
 
@@ -116,6 +124,8 @@ def register_dataset(
             ``official`` is whatever the loader does by itself.
         normalizations: likewise, of ``data.normalization``.
         split_schemes: likewise, of ``data.split``.
+        normalization: ``(mean, std)`` per channel of the test inputs, if they are normalised, so that an exported
+            model says what its input is; or a function of the ``DataOptions`` giving it.
 
     Raises:
         RegistryError: when another loader already has the name.
@@ -131,7 +141,7 @@ def register_dataset(
     names = tuple(classes) if classes is not None else None
     info = DatasetInfo(name, num_classes, in_channels, size, kind, needs_root, sampler, names)
 
-    choices = (tuple(augments), tuple(normalizations), tuple(split_schemes))
+    choices = (tuple(augments), tuple(normalizations), tuple(split_schemes), normalization)
     return DATASETS.decorator(name, lambda load: DatasetEntry(info, load, *choices))
 
 
@@ -198,3 +208,9 @@ def build_dataset(
     if "options" in parameters(load):
         return load(split, root, options=options), info
     return load(split, root), info
+
+
+def test_normalization(name: str, options: DataOptions) -> Stats | None:
+    """The ``(mean, std)`` per channel a registered dataset's test inputs are normalised with, if known."""
+    normalization = DATASETS[name].normalization
+    return normalization(options) if callable(normalization) else normalization

@@ -70,6 +70,11 @@ class Cutout(torch.nn.Module):
         return out
 
 
+def test_stats(dataset_stats: str, normalization: str) -> Stats:
+    """The (mean, std) the test images of a dataset are normalised with, for a ``normalization`` choice."""
+    return _stats(dataset_stats, normalization)[1]
+
+
 def _stats(dataset_stats: str, normalization: str) -> tuple[Stats, Stats]:
     """(train, test) statistics."""
     if normalization == "dataset":

@@ -13,11 +13,15 @@ from tks.snn.backends import ENGINES, choose_backend, describe_backends
 from tks.snn.layers import PerStep, TimeInvariant
 from tks.snn.lif import NeuronError, lif_reference, lif_step
 from tks.snn.neuron import LIF, NeuronFactory, make_neuron
+from tks.snn.stateful import RESET_METHOD, StatefulModelError, Stepwise, reset_before_each_call, reset_states
 from tks.snn.surrogate import ATan, PiecewiseQuadratic, Surrogate, SurrogateError, make_surrogate, spike
 
 __all__ = [
     "ENGINES",
     "LIF",
+    "RESET_METHOD",
+    "StatefulModelError",
+    "Stepwise",
     "ATan",
     "NeuronError",
     "NeuronFactory",
@@ -32,5 +36,7 @@ __all__ = [
     "lif_step",
     "make_neuron",
     "make_surrogate",
+    "reset_before_each_call",
+    "reset_states",
     "spike",
 ]
