@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 import tks
 from tks.config import BUILTIN_LOSSES, LossConfig, TKSOptions, load_config
 from tks.config.loader import upgrade_stored
-from tks.data import DATASETS, build_dataset, dataset_info, register_dataset
+from tks.data import DATASETS, build_dataset, dataset_info, list_datasets, register_dataset
 from tks.errors import OptionError, TKSWarning, UnknownNameError
 from tks.experiment import train
 from tks.losses import LOSSES, Criterion, LossOutput, StrongWeakLoss, TKSLoss, register_loss, tks_objective, tks_weight
@@ -82,6 +82,12 @@ def test_the_readme_model_table_is_the_registry():
     readme = (ROOT / "README.md").read_text()
     assert model_table() in readme
     assert set(re.findall(r"^\| `(\w+)` \|", model_table(), flags=re.M)) == set(list_models())
+
+
+def test_the_readme_dataset_list_is_the_registry():
+    readme = (ROOT / "README.md").read_text()
+    sentence = re.search(r"`data.name` selects one of (.*?), read from", readme, flags=re.S).group(1)
+    assert sorted(re.findall(r"`([\w-]+)`", sentence)) == list_datasets()
 
 
 def test_builtin_losses_listed_for_help_are_the_registered_ones():
