@@ -240,3 +240,22 @@ def test_the_sew_options_of_earlier_configs_move_to_model_options(tmp_path):
     with pytest.raises(Exception, match=r"unknown config key 'model.connect' \(it is now 'model.options.connect'\)"):
         load_config(path)
     assert load_config(None, ["model.options.connect=AND"]).model.options == {"connect": "AND"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "x", "message"),
+    [
+        ("static", torch.zeros(8, 8), r"x has shape \[8, 8\], its registration says \[C, H, W\] = \[1, 8, 8\]"),
+        (
+            "events",
+            torch.zeros(1, 1, 8, 8),
+            r"x has shape \[1, 1, 8, 8\], its registration says frames \[T, C, H, W\] = \[2 or more, 1, 8, 8\]",
+        ),
+    ],
+)
+def test_items_unlike_the_registration_are_one_line(kind, x, message, registries, tmp_path):
+    register_dataset("odd", num_classes=2, in_channels=1, input_size=(8, 8), kind=kind)(
+        lambda split, root: TensorDataset(x.unsqueeze(0).repeat(4, *[1] * x.dim()), torch.tensor([0, 1, 0, 1]))
+    )
+    with pytest.raises(tks.data.DatasetError, match=rf"dataset 'odd' \(train split\): {message}"):
+        small_run(tmp_path, "data.name=odd")

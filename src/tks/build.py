@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from tks.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint
 from tks.config import Config, ConfigError, DataConfig, ModelConfig, OptimConfig, from_dict, upgrade_stored
 from tks.data import ClassBalancedSampler, DataOptions, DatasetInfo, build_dataset, check_options, to_time_major
+from tks.data.registry import check_items
 from tks.data.splits import TRAIN_EVAL_SEED, VAL_SEED, holdout, stratified_subset
 from tks.distributed import Dist
 from tks.errors import DeviceError
@@ -122,6 +123,7 @@ def load_training_data(cfg: DataConfig, progress: bool = False) -> TrainingData:
     """
     options = data_options(cfg, progress=progress)
     full, info = build_dataset(cfg.name, "train", cfg.root, options)
+    check_items(full, info, "train", cfg.num_steps)
     if cfg.val_size is None and cfg.train_eval_size is None:
         return TrainingData(_limited(full, cfg.train_limit), None, None, info)
     targets = dataset_targets(full)

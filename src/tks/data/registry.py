@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, TypeVar
 
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from tks.data.encoding import InputKind
+from tks.data.errors import DatasetError
 from tks.errors import OptionError
 from tks.registry import Registry, parameters
 
@@ -205,9 +207,33 @@ def build_dataset(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     load = DATASETS[name].load
-    if "options" in parameters(load):
-        return load(split, root, options=options), info
-    return load(split, root), info
+    dataset = load(split, root, options=options) if "options" in parameters(load) else load(split, root)
+    return dataset, info
+
+
+def check_items(dataset: Dataset, info: DatasetInfo, split: str, num_steps: int) -> None:
+    """Refuse, in one line, a dataset whose first item is not what its registration says (a run's first check).
+
+    Raises:
+        DatasetError: for something that is not a non-empty map-style dataset of ``(x, y)``, or an ``x`` whose
+            shape is not ``[C, H, W]`` (static) or ``[T', C, H, W]`` with ``T' >= num_steps`` (events).
+    """
+    where = f"dataset {info.name!r} ({split} split)"
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise DatasetError(f"{where}: its loader returned {type(dataset).__name__}, not a map-style dataset")
+    if len(dataset) == 0:
+        raise DatasetError(f"{where} is empty")
+    item = dataset[0]
+    if not isinstance(item, tuple | list) or len(item) != 2 or not isinstance(item[0], Tensor):
+        raise DatasetError(f"{where}: items must be (x, y) with x a tensor, got {type(item).__name__}")
+    shape, expected = tuple(item[0].shape), (info.in_channels, *info.input_size)
+    if info.kind == "static" and shape != expected:
+        raise DatasetError(f"{where}: x has shape {list(shape)}, its registration says [C, H, W] = {list(expected)}")
+    if info.kind == "events" and (len(shape) != 4 or shape[1:] != expected or shape[0] < num_steps):
+        raise DatasetError(
+            f"{where}: x has shape {list(shape)}, its registration says frames [T, C, H, W] = [{num_steps} or more, "
+            f"{', '.join(map(str, expected))}]"
+        )
 
 
 def test_normalization(name: str, options: DataOptions) -> Stats | None:
