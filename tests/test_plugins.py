@@ -162,6 +162,8 @@ def test_a_downstream_project_trains_evaluates_exports_sweeps_and_compares(tmp_p
     assert swept.returncode == 0, swept.stdout + swept.stderr
     compared = tks("compare", str(project / "sweep"), cwd=elsewhere)  # reads run files: needs no plugin
     assert compared.returncode == 0 and "my_scaled_ce" not in compared.stdout and "seeds" in compared.stdout
+    reported = tks("report", str(project / "sweep"), "--out", str(elsewhere / "report.html"), cwd=elsewhere)
+    assert reported.returncode == 0 and (elsewhere / "report.html").stat().st_size > 0, reported.stderr
 
     (project / "my_snn.py").rename(project / "moved.py")
     missing = tks("eval", str(run / "checkpoint.pt"), cwd=elsewhere)

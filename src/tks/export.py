@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tks.errors import TKSError, short_message
+from tks.errors import TKSError, TKSWarning, short_message
 from tks.extras import require
 from tks.models.blocks import SpikingClassifier
 from tks.models.resnet19 import BasicBlock
@@ -343,20 +343,41 @@ def _foreign_nir(framework: str, model: nn.Module, example_shape: tuple[int, ...
                 exporter = require("spikingjelly.activation_based.nir_exchange.to_nir", feature)
                 graph = exporter.export_to_nir(model, torch.zeros(example_shape), dt=dt)
             else:
-                net = getattr(model, "net", None)
-                if not isinstance(model, Stepwise) or net is None:
-                    raise ExportError(
-                        f"{feature}: wrap the single-step network in tks.snn.Stepwise, so that its exporter gets it"
-                    )
-                exporter = require("snntorch.export_nir", feature)
-                graph = exporter.export_to_nir(net, torch.zeros(example_shape[1:]))
+                graph = _snntorch_nir(model, example_shape[2:], feature)
     except TKSError:
         raise
     except Exception as exc:  # noqa: BLE001 - another framework's exporter: whatever it raises is one line
-        raise ExportError(f"{feature}: its exporter failed ({type(exc).__name__}: {short_message(exc)})") from None
+        hint = SNNTORCH_NEEDS if framework == "snntorch" else "its exporter takes no BatchNorm"
+        raise ExportError(
+            f"{feature}: its exporter failed ({type(exc).__name__}: {short_message(exc)}); {hint}"
+        ) from None
     finally:
         reset_states(model)  # the example forward may leave state behind
     graph.metadata.update(source=framework)
+    return graph
+
+
+SNNTORCH_NEEDS = (
+    "snnTorch's exporter needs the network inside tks.snn.Stepwise(net, flatten=True), without a Flatten of its "
+    "own, and each neuron's beta and threshold as tensors of its layer's size (docs/own-data.md)"
+)
+
+
+def _snntorch_nir(model: nn.Module, sample_shape: tuple[int, ...], feature: str) -> nir.NIRGraph:
+    """The single-step network of a ``Stepwise`` model through snnTorch's exporter (sample without a batch)."""
+    if not isinstance(model, Stepwise):
+        raise ExportError(f"{feature}: {SNNTORCH_NEEDS}")
+    for name, module in model.net.named_modules():
+        if getattr(module, "reset_mechanism", "zero") != "zero":  # NIR's LIF resets to v_reset
+            warnings.warn(
+                f"layer 'net.{name}' resets by {module.reset_mechanism!r}; NIR's LIF resets to zero, so an importer "
+                "will not reproduce the model (reset_mechanism='zero' exports exactly)",
+                TKSWarning,
+                stacklevel=3,
+            )
+    sample = torch.zeros(math.prod(sample_shape)) if model.flatten else torch.zeros(sample_shape)
+    graph = require("snntorch.export_nir", feature).export_to_nir(model.net, sample)
+    graph.metadata["input_flattened"] = model.flatten
     return graph
 
 

@@ -103,23 +103,27 @@ class Stepwise(nn.Module):
 
     The state of its neurons is reset before the first step. A step that returns a tuple (snnTorch's neuron with
     ``output=True`` returns ``(spikes, membrane)``) contributes its ``output`` element: 0, the spikes, by default;
-    1 takes the membrane potential as the step's logits.
+    1 takes the membrane potential as the step's logits. With ``flatten``, each step's input ``[B, C, H, W]`` is
+    flattened to ``[B, C*H*W]`` first, so the network needs no ``Flatten`` of its own (snnTorch's NIR exporter
+    takes none).
 
     Args:
         net: the single-step network, ``[B, ...]`` to ``[B, K]`` (or a tuple).
         output: which element of a tuple output is the step's logits.
+        flatten: flatten each step's input to ``[B, features]``.
     """
 
-    def __init__(self, net: nn.Module, output: int = 0) -> None:
+    def __init__(self, net: nn.Module, output: int = 0, flatten: bool = False) -> None:
         super().__init__()
         self.net = net
         self.output = output
+        self.flatten = flatten
 
     def forward(self, x_seq: Tensor) -> Tensor:
         """Logits ``[T, B, K]`` of input ``[T, B, ...]``, one call of the network per step."""
         reset_states(self.net)
         steps = []
         for x in x_seq:
-            out = self.net(x)
+            out = self.net(x.flatten(1) if self.flatten else x)
             steps.append(out[self.output] if isinstance(out, tuple) else out)
         return torch.stack(steps)
