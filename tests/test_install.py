@@ -54,6 +54,7 @@ def test_import_tks_losses_loads_torch_and_nothing_optional():
     assert "torch" in loaded and not OPTIONAL & loaded
 
 
+@pytest.mark.slow
 def test_the_core_modules_load_nothing_optional():
     core = "tks.metrics tks.snn tks.models tks.data tks.build tks.engine tks.experiment tks.evaluation tks.inference"
     imports = f"import {', '.join(core.split())}, tks.compare, tks.sweep, tks.checkpoint, tks.config"

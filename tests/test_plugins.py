@@ -83,6 +83,7 @@ def test_a_module_in_the_working_folder_is_found_and_recorded_by_path(isolated, 
         load_plugin(str(tmp_path) + "/")
 
 
+@pytest.mark.slow
 def test_a_package_offers_plugins_through_its_entry_points(tmp_path):
     site = tmp_path / "site"
     (site / "offered").mkdir(parents=True)
@@ -197,6 +198,7 @@ print(float(accuracy))
 """
 
 
+@pytest.mark.slow
 def test_the_plugins_model_trains_in_a_hand_written_loop(tmp_path):
     shutil.copy(PLUGIN, tmp_path / "my_snn.py")
     done = subprocess.run([sys.executable, "-c", OWN_LOOP], cwd=tmp_path, capture_output=True, text=True, check=True)
