@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tks.config import dump_config, load_config
+from tks.eval_options import EvalOptions
 from tks.evaluation import evaluate_checkpoint
 from tks.experiment import train
 
@@ -56,6 +57,6 @@ def make_digits_runs(root: Path) -> list[Path]:
         overrides = ["optim.epochs=2", "data.num_steps=2", "run.progress=false", "run.device=cpu"]
         cfg = load_config(None, [*overrides, f"loss.name={loss}", f"run.name={loss}", f"run.out_dir={root}"])
         run_dir = train(cfg).run_dir
-        evaluate_checkpoint(run_dir / "checkpoint.pt", [1, 2, 3], device="cpu", features=True)
+        evaluate_checkpoint(run_dir / "checkpoint.pt", EvalOptions(steps=(1, 2, 3), device="cpu", features=True))
         runs.append(run_dir)
     return runs

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from tks.cli import VERBS, build_parser, main
-from tks.config import load_config
+from tks.config import ConfigError, load_config
 from tks.models import create_model, list_models
 
 FAST = ["--set", "optim.epochs=2", "--set", "data.num_steps=2", "--set", "run.progress=false"]
@@ -148,7 +148,7 @@ def test_user_errors_are_one_line_with_status_2(argv, message, capsys, tmp_path,
 
 def test_eval_rejects_bad_steps(trained_run, capsys):
     assert main(["eval", str(trained_run / "checkpoint.pt"), "--steps", "0"]) == 2
-    assert "--steps must all be >= 1" in capsys.readouterr().err
+    assert "steps must all be >= 1 (tks eval --steps), got [0]" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("verb", sorted(VERBS))
@@ -230,3 +230,22 @@ def test_eval_activity_and_early_exit(trained_run, capsys):
     assert f"= {totals['energy_uj']:.4f} uJ" in out
     assert main(["eval", str(trained_run / "checkpoint.pt"), "--early-exit", "1.5"]) == 2
     assert "thresholds must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_eval_options_are_one_typed_object_whatever_builds_them():
+    from tks.eval_options import EvalOptions, parse_eval_options
+
+    parsed = parse_eval_options(["--steps", "1", "4", "--early-exit", "--event-steps", "rebin", "--activity"])
+    built = EvalOptions(steps=[1, 4], early_exit=[], event_steps="rebin", activity=True)  # lists become tuples
+    assert parsed == built and hash(parsed) == hash(built) and built.steps == (1, 4) and built.early_exit == ()
+    assert parse_eval_options([]) == EvalOptions()  # tks eval's defaults are the object's
+    for bad, message in [
+        (["--steps", "0"], "steps must all be >= 1"),
+        (["--early-exit", "1.5"], "thresholds must be in [0, 1]"),
+        (["--event-steps", "stretch"], "invalid choice: 'stretch'"),
+        (["--plugin", "x"], "unrecognized arguments: --plugin x"),  # a CLI flag, not an evaluation option
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_eval_options(bad)
+    with pytest.raises(ConfigError, match="event_steps must be 'truncate' or 'rebin'"):
+        EvalOptions(event_steps="stretch")

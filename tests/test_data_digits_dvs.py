@@ -15,6 +15,7 @@ from tks.data import DataOptions, DatasetError, build_dataset, digits_dvs
 from tks.data.digits import digit_arrays
 from tks.data.digits_dvs import SENSOR, ensure_digits_dvs, simulate
 from tks.data.event_io import read_atis_bin
+from tks.eval_options import EvalOptions
 from tks.evaluation import evaluate_checkpoint
 from tks.experiment import train
 
@@ -161,11 +162,11 @@ def test_short_training_run_learns_on_digits_dvs(trained):
 def test_fewer_steps_on_events_truncate_or_rebin(trained):
     result, out = trained
     checkpoint = result.run_dir / "checkpoint.pt"
-    truncated = evaluate_checkpoint(checkpoint, [2, 4], device="cpu").steps
+    truncated = evaluate_checkpoint(checkpoint, EvalOptions(steps=(2, 4), device="cpu")).steps
     assert truncated[4]["top1"] == pytest.approx(result.metrics["top1"])
     with pytest.raises(ConfigError, match="T=6 needs the events re-binned"):
-        evaluate_checkpoint(checkpoint, [6], device="cpu")
-    rebinned = evaluate_checkpoint(checkpoint, [2, 6], device="cpu", event_steps="rebin").steps
+        evaluate_checkpoint(checkpoint, EvalOptions(steps=(6,), device="cpu"))
+    rebinned = evaluate_checkpoint(checkpoint, EvalOptions(steps=(2, 6), device="cpu", event_steps="rebin")).steps
     assert len(rebinned[6]["per_step"]) == 6 and rebinned[2]["top1"] != truncated[2]["top1"]
     assert {p.name.split("-")[4] for p in (out / "frames").iterdir()} == {"T2", "T4", "T6"}
     saved = json.loads((result.run_dir / "metrics.json").read_text())["eval"]["checkpoint.pt"]

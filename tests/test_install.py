@@ -89,7 +89,7 @@ def test_every_submodule_is_an_attribute_and_every_public_name_resolves():
 
 def test_one_version_in_one_place():
     assert "version" not in PYPROJECT["project"] and "version" in PYPROJECT["project"]["dynamic"]
-    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tks.__version__"}
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "tks.version.__version__"}
     assert PYPROJECT["project"]["name"] == DISTRIBUTION and metadata.version(DISTRIBUTION) == tks.__version__
 
 

@@ -195,6 +195,7 @@ def test_two_sweeps_of_one_file_at_once_train_each_run_once(tmp_path):
         ({"grid": {"seed": [0, 1]}}, "grid key 'seed' is not a config key (section.key) (did you mean 'run.seed'?)"),
         ({"grid": {"loss.tks.alpha": [0.5, 2.0]}}, "loss.tks.alpha must be in [0, 1], got 2.0"),  # only the second cell
         ({"eval": ["--stepz 1"]}, "eval, entry 1: tks eval --stepz 1: unrecognized arguments: --stepz 1"),
+        ({"eval": ["--steps 0 2"]}, "tks eval --steps 0 2: steps must all be >= 1 (tks eval --steps), got [0, 2]"),
         ({"eval": [{"args": "--steps 1", "when": {"run.sed": 0}}]}, "(did you mean 'run.seed'?)"),
         ({"name": "tiny-{loss.nam}"}, "{loss.nam} is not a config key (did you mean '{loss.name}'?)"),
         ({"name": "tiny"}, "two runs are named tiny"),

@@ -13,8 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-"""The one place the version is written; pyproject.toml reads it from here."""
+from tks.version import __version__
 
 SUBMODULES = (
     "activity",
@@ -26,6 +25,7 @@ SUBMODULES = (
     "distributed",
     "engine",
     "errors",
+    "eval_options",
     "evaluation",
     "experiment",
     "export",
@@ -47,6 +47,7 @@ SUBMODULES = (
     "seeding",
     "snn",
     "sweep",
+    "version",
 )
 """The documented submodules, each reachable as an attribute of ``tks`` (imported when first used)."""
 
@@ -55,6 +56,7 @@ _NAMES = {
     "StrongWeakOptions": "tks.config",
     "TKSOptions": "tks.config",
     "load_config": "tks.config",
+    "EvalOptions": "tks.eval_options",
     "evaluate_checkpoint": "tks.evaluation",
     "train": "tks.experiment",
     "TKSLoss": "tks.losses",
@@ -105,6 +107,7 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         distributed,
         engine,
         errors,
+        eval_options,
         evaluation,
         experiment,
         export,
@@ -126,9 +129,11 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time __getattr__
         seeding,
         snn,
         sweep,
+        version,
     )
     from tks.config import Config, StrongWeakOptions, TKSOptions, load_config
     from tks.data import register_dataset
+    from tks.eval_options import EvalOptions
     from tks.evaluation import evaluate_checkpoint
     from tks.experiment import train
     from tks.losses import (

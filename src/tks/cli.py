@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tks.errors import TKSError, TKSWarning
+from tks.eval_options import EvalOptions, add_eval_arguments
 
 
 def format_results(results: dict[int, dict[str, Any]]) -> str:
@@ -90,25 +91,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``tks eval CHECKPOINT [--steps T ...]``."""
-    from tks.config import ConfigError
     from tks.evaluation import evaluate_checkpoint
 
-    if args.steps is not None and any(t < 1 for t in args.steps):
-        raise ConfigError(f"--steps must all be >= 1, got {args.steps}")
-    if args.early_exit is not None and any(not 0.0 <= th <= 1.0 for th in args.early_exit):
-        raise ConfigError(f"--early-exit thresholds must be in [0, 1], got {args.early_exit}")
+    options = EvalOptions.from_arguments(args)  # checked before the plugins load
     _load_plugins(args)
-    evaluate_checkpoint(
-        args.checkpoint,
-        args.steps,
-        data_root=args.data_root,
-        device=args.device,
-        features=args.features,
-        activity=args.activity,
-        early_exit=args.early_exit,
-        event_steps=args.event_steps,
-        on_result=_print_evaluation,  # printed before the results are written: a failed write loses nothing
-    )
+    # Printed before the results are written: a failed write loses nothing.
+    evaluate_checkpoint(args.checkpoint, options, on_result=_print_evaluation)
     return 0
 
 
@@ -294,31 +282,6 @@ def _choices(key: str, section: str | None = None) -> tuple[str, ...]:
     return typing.get_args(typing.get_type_hints(cls)[key])
 
 
-def add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    """The arguments of ``tks eval``; a sweep file's ``eval`` entries are parsed with them too."""
-    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
-    p.add_argument("--steps", type=int, nargs="+", default=None, metavar="T", help="time steps (default: trained T)")
-    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--features", action="store_true", help="save penultimate features to features.npz (t-SNE)")
-    p.add_argument("--activity", action="store_true", help="firing rates, operations and energy at the trained T")
-    p.add_argument(
-        "--early-exit",
-        type=float,
-        nargs="*",
-        default=None,
-        metavar="THRESHOLD",
-        help="anytime inference swept over confidence thresholds (default sweep when none given)",
-    )
-    p.add_argument(
-        "--event-steps",
-        choices=("truncate", "rebin"),
-        default="truncate",
-        help="event data at another T: the first T trained frames, or the events re-binned into T frames",
-    )
-    _add_plugin(p)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per verb."""
     parser = argparse.ArgumentParser(
@@ -341,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")
+    p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
     add_eval_arguments(p)
+    _add_plugin(p)
     p.set_defaults(func=cmd_eval)
 
     p = verbs.add_parser("prepare", help="frame an event dataset once into the frame cache training reads")

@@ -22,6 +22,7 @@ from tks.build import LoadedModel, build_model, encoder, load_model, load_split,
 from tks.config import Config, ConfigError
 from tks.distributed import Dist
 from tks.errors import short_message
+from tks.eval_options import EvalOptions
 from tks.inference import collect_features, predict
 from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
 from tks.paths import check_writable_file
@@ -45,14 +46,8 @@ class EvalResult:
 
 def evaluate_checkpoint(
     path: str | Path,
-    steps: Sequence[int] | None = None,
+    options: EvalOptions | None = None,
     *,
-    data_root: str | None = None,
-    device: str = "auto",
-    features: bool = False,
-    activity: bool = False,
-    early_exit: Sequence[float] | None = None,
-    event_steps: str = "truncate",
     on_result: Callable[[EvalResult], None] | None = None,
 ) -> EvalResult:
     """Evaluate a saved model on its test set at several numbers of time steps, from the checkpoint alone.
@@ -64,24 +59,18 @@ def evaluate_checkpoint(
 
     Args:
         path: a ``checkpoint.pt`` (or ``best.pt``) written by ``train``.
-        steps: the values of T (default: the T it was trained with).
-        data_root: overrides the dataset folder stored in the checkpoint's config.
-        device: ``auto``, ``cpu`` or ``cuda``.
-        features: also save the time-averaged penultimate features of the first ``FEATURES_LIMIT`` test samples at
-            the trained T to ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``), for t-SNE.
-        activity: also measure firing rates, operations and energy at the trained T (``tks.activity``).
-        early_exit: also sweep these confidence thresholds of anytime inference at the largest T.
-        event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
-            frames (T may not exceed them); ``rebin`` bins the events into T frames (a frame cache per T, built
-            when missing). Recorded in the evaluation.
+        options: what to measure (``tks.eval_options.EvalOptions``; default: top-1/top-5, AURC and the other
+            metrics at the trained T). With ``features``, the first ``FEATURES_LIMIT`` test samples' features go
+            to ``features.npz`` (``features [N, D]``, ``labels [N]``, ``predictions [N]``); ``event_steps`` is
+            recorded in the evaluation.
         on_result: called with the results before anything is written (the CLI prints them), so that a failing
             write (a full disk) loses nothing that was measured.
 
     Returns:
         The metrics for every T, and the activity and early-exit curve when asked for.
     """
-    path = Path(path)
-    _check_arguments(steps, early_exit, event_steps)
+    path, options = Path(path), options or EvalOptions()
+    steps, features = options.steps, options.features
     loaded = load_model(path)
     cfg, info = loaded.config, loaded.info
     features_path = _check_outputs(path, features)  # before the evaluation, not after it
@@ -91,15 +80,15 @@ def evaluate_checkpoint(
             f"model {cfg.model.name!r} has none"
         )
     steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
-    rebin = info.kind == "events" and event_steps == "rebin"
+    rebin = info.kind == "events" and options.event_steps == "rebin"
     if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:
         raise ConfigError(
             f"the test frames have the trained T={cfg.data.num_steps}; T={max(steps)} needs the events re-binned "
             "(event_steps 'rebin')"
         )
-    dev = resolve_device(device)
+    dev = resolve_device(options.device)
     model = loaded.model.to(dev)
-    root = data_root if data_root is not None else cfg.data.root
+    root = options.data_root if options.data_root is not None else cfg.data.root
     loader = _test_loader(cfg, root, dev)
     _check_memory(loaded, steps, dev)  # every T before any is run, so that a refusal throws no evaluation away
     # re-binned event results go under their own key, so that merged evaluations never mix the two meanings of T
@@ -111,13 +100,13 @@ def evaluate_checkpoint(
     results, logits_at, targets = _measure_steps(path, loaded, model, steps, loader_at, steps_key, dev)
     evaluation: dict[str, Any] = {steps_key: {str(t): m for t, m in results.items()}}
     curve = None
-    if early_exit is not None:
+    if options.early_exit is not None:
         longest = max(steps)
-        curve = early_exit_curve(logits_at[longest], targets, tuple(early_exit) or DEFAULT_EXIT_THRESHOLDS)
+        curve = early_exit_curve(logits_at[longest], targets, options.early_exit or DEFAULT_EXIT_THRESHOLDS)
         evaluation["early_exit"] = {"num_steps": longest, "curve": curve}
     trained_encoder = encoder(info.kind, cfg.data.num_steps)
     counts = None
-    if activity:
+    if options.activity:
         counts = measure_activity(
             model, loader, encode=trained_encoder, device=dev, real_valued_input=info.kind == "static"
         )
@@ -171,15 +160,6 @@ def _measure_steps(
             raise ConfigError(f"out of memory evaluating T={t}: {short_message(exc)}{saved}") from None
         results[t], logits_at[t] = classification_metrics(logits, targets), logits
     return results, logits_at, targets
-
-
-def _check_arguments(steps: Sequence[int] | None, early_exit: Sequence[float] | None, event_steps: str) -> None:
-    if steps is not None and any(t < 1 for t in steps):
-        raise ConfigError(f"every number of time steps must be >= 1, got {list(steps)}")
-    if early_exit is not None and any(not 0.0 <= th <= 1.0 for th in early_exit):
-        raise ConfigError(f"early-exit thresholds must be in [0, 1], got {list(early_exit)}")
-    if event_steps not in ("truncate", "rebin"):
-        raise ConfigError(f"event_steps must be 'truncate' or 'rebin', got {event_steps!r}")
 
 
 def _test_loader(cfg: Config, root: str, device: torch.device, num_steps: int | None = None) -> DataLoader:

@@ -389,9 +389,9 @@ def input_metadata(cfg: Config, info: DatasetInfo, dt: float) -> dict[str, Any]:
     ``normalization_std`` per channel where known (else ``normalization`` is ``unknown``), ``class_names`` where
     known, and ``model``, ``dataset``, ``tks_version``. docs/nir.md shows them read back.
     """
-    from tks import __version__
     from tks.build import data_options
     from tks.data import test_normalization
+    from tks.version import __version__
 
     if info.kind == "static":
         encoding = (

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tks.runfiles import write_json
+from tks.version import __version__
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -75,11 +76,9 @@ def session_record(
         plugins: the loaded plugins' records (``tks.plugins.Plugin.as_record``: module, file name, SHA-256,
             version).
     """
-    import tks
-
-    commit, dirty = git_state(Path(tks.__file__))
+    commit, dirty = git_state(Path(__file__))  # the package's checkout, where it is one
     return {
-        "tks_version": tks.__version__,
+        "tks_version": __version__,
         "git_commit": commit,
         "git_dirty": dirty,
         "torch_version": torch.__version__,

@@ -8,7 +8,6 @@ invalid ``tks eval`` argument stops the sweep before any run starts. docs/sweeps
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import hashlib
 import itertools
@@ -18,12 +17,13 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from tks.compare import experiment_settings
 from tks.config import Config, ConfigError, flatten, load_config, to_dict
 from tks.config.loader import parse_yaml
 from tks.errors import TKSError
+from tks.eval_options import EvalOptions, parse_eval_options
 
 SWEEP_KEYS = ("base", "out_dir", "name", "grid", "runs", "eval")
 """The keys of a sweep file."""
@@ -63,7 +63,7 @@ class EvalStep:
 
     args: tuple[str, ...]
     """Its arguments after the checkpoint, e.g. ``("--steps", "1", "2")``."""
-    options: argparse.Namespace
+    options: EvalOptions
     """The arguments as ``tks eval`` parses them."""
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     """Only for runs whose grid label or config value of each key is one of the values; () for every run."""
@@ -302,22 +302,11 @@ def _explicit_runs(runs: Any, where: str) -> list[tuple[str | None, dict[str, An
     return explicit
 
 
-class _EvalArgumentParser(argparse.ArgumentParser):
-    """``tks eval``'s parser, raising instead of printing usage and exiting."""
-
-    def error(self, message: str) -> NoReturn:  # noqa: D102
-        raise SweepError(message)
-
-
 def _evals(entries: Any, axes: Sequence[_Axis], where: str) -> list[EvalStep]:
     if entries is None:
         return []
     if not isinstance(entries, list):
         entries = [entries]
-    from tks.cli import add_eval_arguments  # the CLI's own definition: the sweep accepts exactly tks eval's options
-
-    parser = _EvalArgumentParser(prog="tks eval", add_help=False)
-    add_eval_arguments(parser)
     axis_names = [axis.name for axis in axes]
     steps = []
     for i, entry in enumerate(entries, 1):
@@ -338,8 +327,8 @@ def _evals(entries: Any, axes: Sequence[_Axis], where: str) -> list[EvalStep]:
         else:
             raise SweepError(f"{at}give tks eval's arguments as a text, e.g. --steps 1 2 3 4, got {entry!r}")
         try:
-            options = parser.parse_args(["checkpoint.pt", *args])
-        except SweepError as exc:
+            options = parse_eval_options(args)  # exactly what tks eval accepts
+        except ConfigError as exc:
             raise SweepError(f"{at}tks eval {shlex.join(args)}: {exc}") from None
         for key in when:
             if key not in axis_names and key not in CONFIG_KEYS:

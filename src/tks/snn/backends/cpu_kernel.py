@@ -152,7 +152,7 @@ def lif_forward(x_seq: Tensor, tau: float, v_threshold: float, keep_membrane: bo
     """Spikes and the pre-spike membrane H of the multi-step LIF, in one pass.
 
     Args:
-        x_seq: input currents ``[T, ...]`` on the CPU, a dense ``[T, N]`` block (``fused.time_major_layout``).
+        x_seq: input currents ``[T, ...]`` on the CPU, a dense ``[T, N]`` block (``layout.time_major_layout``).
         tau: membrane time constant.
         v_threshold: firing threshold; a step fires when H_t > v_threshold.
         keep_membrane: also return H (needed for the backward pass); otherwise an empty tensor is returned.

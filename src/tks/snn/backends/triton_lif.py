@@ -6,7 +6,7 @@ equations are those of ``tks.snn.lif``, in the operation order of the C kernel (
 
 Launch layout. The input is read as a dense block [T, N], where N is every element of one step (B x C x H x W in
 whatever order memory holds them: contiguous and channels-last activations qualify without a copy, see
-``fused.flat_time_major``). The grid is one axis of ``cdiv(N, BLOCK)`` programs with ``BLOCK = 1024`` and 4 warps;
+``layout.flat_time_major``). The grid is one axis of ``cdiv(N, BLOCK)`` programs with ``BLOCK = 1024`` and 4 warps;
 each program owns BLOCK consecutive elements of N and loops over the T steps itself, forwards in time in the forward
 kernel and backwards in the backward kernel. Why this shape:
 
@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tks.snn.backends.fused import flat_time_major
+from tks.snn.backends.layout import flat_time_major
 
 BLOCK = 1024
 # 4 warps: 8 elements per thread (module docstring); no fused multiply-adds, which would round differently from
@@ -160,7 +160,7 @@ def lif_forward(x_seq: Tensor, tau: float, v_threshold: float, keep_membrane: bo
 
     Args:
         x_seq: input currents ``[T, ...]``, float32, bfloat16 or float16, laid out as a dense ``[T, N]`` block
-            (contiguous or channels-last; ``tks.snn.backends.fused.time_major_layout`` makes other tensors so).
+            (contiguous or channels-last; ``tks.snn.backends.layout.time_major_layout`` makes other tensors so).
         tau: membrane time constant.
         v_threshold: firing threshold; a step fires when H_t > v_threshold.
         keep_membrane: also return H (needed for the backward pass); otherwise an empty tensor is returned.
