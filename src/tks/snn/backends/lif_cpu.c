@@ -37,7 +37,8 @@ static inline uint16_t f32_to_bf16(float f) {
 #define DEFINE_LIF(SUFFIX, STORE_T, COMPUTE_T, LOAD, STORE)                                                      \
     void lif_forward_##SUFFIX(const STORE_T *x, STORE_T *s, STORE_T *h, int64_t steps, int64_t n, double tau_d,    \
                               double vth_d, int threads) {                                                         \
-        const COMPUTE_T tau = (COMPUTE_T)tau_d, vth = (COMPUTE_T)vth_d;                                            \
+        /* the threshold as the dtype holds it: PyTorch compares a bfloat16 membrane with bfloat16(V_th) */        \
+        const COMPUTE_T tau = (COMPUTE_T)tau_d, vth = LOAD(STORE((COMPUTE_T)vth_d));                               \
         const int64_t chunks = (n + CHUNK - 1) / CHUNK;                                                            \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
         for (int64_t c = 0; c < chunks; ++c) {                                                                     \
@@ -62,9 +63,10 @@ static inline uint16_t f32_to_bf16(float f) {
     void lif_backward_##SUFFIX(const STORE_T *grad_s, const STORE_T *h, STORE_T *grad_x, int64_t steps, int64_t n, \
                                double tau_d, double vth_d, double alpha_d, int surrogate, int detach_reset,        \
                                int threads) {                                                                      \
-        const COMPUTE_T tau = (COMPUTE_T)tau_d, vth = (COMPUTE_T)vth_d, alpha = (COMPUTE_T)alpha_d;                \
+        const COMPUTE_T tau = (COMPUTE_T)tau_d, vth = LOAD(STORE((COMPUTE_T)vth_d)), alpha = (COMPUTE_T)alpha_d;   \
         const COMPUTE_T half_alpha = alpha / 2;                                                                    \
-        const COMPUTE_T alpha_sq = alpha * alpha, atan_scale = (COMPUTE_T)(HALF_PI * alpha_d);                     \
+        /* a^2 squared in double then rounded, as PyTorch's alpha ** 2 (a Python float) times a tensor */          \
+        const COMPUTE_T alpha_sq = (COMPUTE_T)(alpha_d * alpha_d), atan_scale = (COMPUTE_T)(HALF_PI * alpha_d);    \
         const int64_t chunks = (n + CHUNK - 1) / CHUNK;                                                            \
         _Pragma("omp parallel for schedule(static) num_threads(threads)")                                          \
         for (int64_t c = 0; c < chunks; ++c) {                                                                     \
@@ -78,11 +80,11 @@ static inline uint16_t f32_to_bf16(float f) {
                     const COMPUTE_T xv = hv - vth;                                                                 \
                     COMPUTE_T sg;                                                                                  \
                     if (surrogate == 0) {                                                                          \
-                        sg = alpha - alpha_sq * fabs(xv);                                                          \
+                        sg = alpha - alpha_sq * (COMPUTE_T)fabs(xv); /* fabs is double: back first */              \
                         sg = sg > 0 ? sg : 0;                                                                      \
                     } else {                                                                                       \
                         const COMPUTE_T z = atan_scale * xv;                                                       \
-                        sg = half_alpha / (1 + z * z);                                                             \
+                        sg = (1 / (1 + z * z)) * half_alpha; /* scalar / tensor: reciprocal, then times */         \
                     }                                                                                              \
                     COMPUTE_T dvdh = (hv <= vth) ? (COMPUTE_T)1 : (COMPUTE_T)0;                                    \
                     if (!detach_reset) dvdh = dvdh - hv * sg;                                                      \
