@@ -1,5 +1,7 @@
 import inspect
 import math
+import re
+import warnings
 from dataclasses import fields, replace
 
 import pytest
@@ -10,16 +12,24 @@ from hypothesis import strategies as st
 from torch import nn
 
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TKSOptions
+from tks.errors import OptionError, TKSWarning
 from tks.losses import (
+    LOSSES,
     Criterion,
+    StrongWeakLoss,
     TKSLoss,
     constant,
     label_smoothing_ce,
     linear_ramp,
+    list_losses,
     mean_ce,
+    register_loss,
     strong_weak_loss,
+    strong_weak_objective,
     tet_loss,
     tks_loss,
+    tks_objective,
+    zero_weight_warning,
 )
 
 
@@ -423,3 +433,230 @@ def test_consensus_teacher_ignores_labels_and_differs_when_the_mean_is_wrong():
     torch.testing.assert_close(Criterion(cfg)(logits, target).total, consensus)
     with pytest.raises(ValueError, match="teacher_source must be"):
         tks_loss(logits, target, teacher_source="vote")
+
+
+# ---- what mutation testing (tools/mutants.py losses) found untested: every option reaches the computation, every
+# refusal names its mistake, the module forms hold their options and schedule.
+def brute_force_tks(logits, target, tau, tau_s, teacher="sum", student="per_step"):
+    """tks_loss by loops over samples and steps, float64, straight from its docstring's equations."""
+    steps, batch, _ = logits.shape
+    total = 0.0
+    for b in range(batch):
+        right = [t for t in range(steps) if logits[t, b].argmax() == target[b]]
+        z = sum((logits[t, b] for t in right), torch.zeros_like(logits[0, b]))
+        if teacher == "mean" and right:
+            z = z / len(right)
+        p = torch.softmax(z / tau, -1)
+        students = [logits[t, b] for t in range(steps)] if student == "per_step" else [logits[:, b].mean(0)]
+        total += sum(-(p * torch.log_softmax(o / tau_s, -1)).sum() for o in students) / len(students)
+    return tau**2 * total / batch
+
+
+@pytest.mark.parametrize(("teacher", "student"), [("sum", "per_step"), ("mean", "per_step"), ("mean", "mean")])
+def test_tks_loss_equals_its_equations_with_a_student_temperature(teacher, student):
+    logits, target = make_logits(steps=3, batch=6, classes=5, seed=3)
+    options = {"temperature": 2.0, "student_temperature": 1.5, "teacher": teacher, "student": student}
+    expected = brute_force_tks(logits, target, 2.0, 1.5, teacher, student)
+    torch.testing.assert_close(tks_loss(logits, target, **options), expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"temperature": 0.0}, "temperatures must be > 0, got 0.0 and 1.0"),
+        ({"temperature": -1.0}, "temperatures must be > 0, got -1.0 and 1.0"),
+        ({"student_temperature": 0.0}, "temperatures must be > 0, got 3.0 and 0.0"),
+        ({"teacher_source": "oracle"}, "teacher_source must be 'label' or 'consensus', got 'oracle'"),
+        ({"teacher": "max"}, "teacher must be 'sum' or 'mean', got 'max'"),
+        ({"teacher_target": "probs"}, "teacher_target must be 'softmax' or 'logits', got 'probs'"),
+        ({"student": "last"}, "student must be 'per_step' or 'mean', got 'last'"),
+    ],
+)
+def test_tks_loss_refuses_each_bad_option_by_name(options, message):
+    logits, target = make_logits(steps=2, batch=3, classes=4)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        tks_loss(logits, target, **options)
+
+
+def test_tks_loss_at_the_smallest_temperature_it_takes():
+    logits, target = make_logits(steps=2, batch=3, classes=4)
+    tiny = 1e-3  # > 0 is accepted however small: only 0 and below are refused
+    assert math.isfinite(tks_loss(logits, target, temperature=tiny, student_temperature=tiny).item())
+
+
+NON_DEFAULT_TKS = TKSOptions(
+    temperature=2.0,
+    alpha=0.5,
+    teacher="mean",
+    detach_teacher=True,
+    teacher_target="logits",
+    student="mean",
+    student_temperature=1.5,
+    teacher_source="consensus",
+    smoothing=0.1,
+)
+
+
+def test_tks_objective_passes_every_option_to_the_term():
+    assert all(
+        getattr(NON_DEFAULT_TKS, f.name) != getattr(TKSOptions(), f.name)
+        for f in fields(TKSOptions)
+        if f.name != "schedule"
+    )
+    logits, target = make_logits(steps=3, batch=6, classes=5, seed=1)
+    term_options = {f.name: getattr(NON_DEFAULT_TKS, f.name) for f in fields(TKSOptions)}
+    for name in ("alpha", "schedule", "smoothing"):
+        del term_options[name]
+    leaf = logits.clone().requires_grad_()
+    out = tks_objective(leaf, target, NON_DEFAULT_TKS, 0.25)
+    assert set(out.parts) == {"ce", "tks"}
+    reference_leaf = logits.clone().requires_grad_()
+    term = tks_loss(reference_leaf, target, **term_options)
+    base = label_smoothing_ce(reference_leaf, target, smoothing=0.1)
+    torch.testing.assert_close(out.parts["tks"], term, rtol=0, atol=0)
+    torch.testing.assert_close(out.parts["ce"], base, rtol=0, atol=0)
+    (0.75 * base + 0.25 * term).backward()
+    out.total.backward()
+    torch.testing.assert_close(leaf.grad, reference_leaf.grad, rtol=0, atol=0)  # detach_teacher reached it too
+
+
+def test_strong_weak_objective_passes_every_option_to_the_term():
+    options = StrongWeakOptions(
+        direction="both", temperature=3.0, selection="sample", detach_teacher=True, scale_t2=True, weight=0.4
+    )
+    assert all(getattr(options, f.name) != getattr(StrongWeakOptions(), f.name) for f in fields(StrongWeakOptions))
+    logits, target = make_logits(steps=3, batch=6, classes=5, seed=2)
+    leaf, reference_leaf = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    out = strong_weak_objective(leaf, target, options)
+    assert set(out.parts) == {"ce", "sw"}
+    term = strong_weak_loss(
+        reference_leaf, direction="both", temperature=3.0, selection="sample", detach_teacher=True, scale_t2=True
+    )
+    torch.testing.assert_close(out.parts["sw"], term, rtol=0, atol=0)
+    out.total.backward()
+    (mean_ce(reference_leaf, target) + 0.4 * term).backward()
+    torch.testing.assert_close(leaf.grad, reference_leaf.grad, rtol=0, atol=0)
+    assert StrongWeakLoss(options)(logits, target) == out.total  # the module computes the same objective
+    assert StrongWeakLoss().options == StrongWeakOptions()
+    assert StrongWeakLoss(options, weight=0.1).options == replace(options, weight=0.1)
+
+
+def test_cascade_at_two_steps_is_the_kl_from_the_stronger_to_the_weaker_step():
+    logits = torch.tensor([[[0.0, 1.0, 0.0]], [[3.0, 0.0, 0.0]]], dtype=torch.float64)  # step 1 more confident
+    q = torch.log_softmax(logits / 2.0, -1)
+    expected = (q[1].exp() * (q[1] - q[0])).sum()
+    torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), expected)
+    assert expected > 0
+
+
+def test_strong_weak_ranks_low_precision_steps_by_their_float32_confidence():
+    # Two bfloat16 steps whose top probabilities differ in float32 but round to the same bfloat16 number: the
+    # ranking must see the difference (the confidence is computed in float32).
+    logits = torch.tensor([[[0.9140625, 0.0]], [[0.921875, 0.0]]], dtype=torch.bfloat16)  # adjacent in bfloat16
+    wide = torch.softmax(logits.float(), -1).amax(-1)
+    narrow = torch.softmax(logits, -1).amax(-1)
+    assert wide[1] > wide[0] and narrow[1] == narrow[0]  # the case this test is about
+    # Ranked in bfloat16 the two would tie, both picks would fall on step 0 and the term would be exactly 0.
+    assert strong_weak_loss(logits, direction="weak2strong") > 0
+    assert strong_weak_loss(logits[:1].expand(2, 1, 2), direction="weak2strong") == 0  # same step twice: 0
+
+
+def test_tks_loss_module_takes_its_options_and_schedule():
+    assert TKSLoss().options == TKSOptions()
+    assert TKSLoss(alpha=0.3).options == replace(TKSOptions(), alpha=0.3)
+    assert TKSLoss(NON_DEFAULT_TKS, temperature=4.0).options == replace(NON_DEFAULT_TKS, temperature=4.0)
+    loss = TKSLoss(TKSOptions(alpha=0.6))
+    assert loss.weight() == 0.6 and loss.weight(1, 4) == pytest.approx(0.15) and loss.weight(0, 4) == 0.0
+    assert TKSLoss(alpha=0.6, schedule="constant").weight(0, 4) == 0.6
+    logits, target = make_logits(steps=3, batch=6, classes=5, seed=4)
+    for kwargs, weight in [
+        ({}, 0.6),
+        ({"epoch": 2, "epochs": 4}, 0.3),
+        ({"weight": 0.1, "epoch": 2, "epochs": 4}, 0.1),
+    ]:
+        expected = tks_objective(logits, target, TKSOptions(alpha=0.6), weight).total
+        assert loss(logits, target, **kwargs) == expected, kwargs
+
+
+@pytest.mark.parametrize(
+    ("epoch", "epochs", "message"),
+    [
+        (1, None, "give both epoch and epochs (0-indexed epoch of epochs), or neither"),
+        (None, 3, "give both epoch and epochs (0-indexed epoch of epochs), or neither"),
+        (3, 3, "epoch must be in [0, epochs) with epochs >= 1, got epoch=3, epochs=3"),
+        (-1, 3, "epoch must be in [0, epochs) with epochs >= 1, got epoch=-1, epochs=3"),
+        (0, 0, "epoch must be in [0, epochs) with epochs >= 1, got epoch=0, epochs=0"),
+    ],
+)
+def test_tks_loss_module_refuses_an_epoch_outside_the_run(epoch, epochs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        TKSLoss().weight(epoch, epochs)
+
+
+def test_a_schedule_that_weighs_zero_throughout_is_said_once():
+    ramp = (
+        "the TKS term weighs 0 in every epoch of this 1-epoch run (the linear ramp alpha * epoch / 1 is 0 at "
+        "epoch 0): it trains plain cross-entropy; use more epochs, or schedule 'constant'"
+    )
+    assert zero_weight_warning(TKSOptions(), 1) == ramp
+    zero = zero_weight_warning(TKSOptions(alpha=0.0, schedule="constant"), 5)
+    assert zero.startswith("the TKS term weighs 0 in every epoch of this 5-epoch run (alpha is 0): ")
+    assert zero_weight_warning(TKSOptions(), 2) is None  # epoch 1 of 2 weighs alpha / 2
+    assert zero_weight_warning(TKSOptions(schedule="constant"), 1) is None
+    loss = TKSLoss()
+    with pytest.warns(TKSWarning, match=re.escape(ramp)) as caught:
+        loss.weight(0, 1)
+        loss.weight(0, 1)  # the same run again: not said twice
+    assert len(caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loss.weight(1, 4) == pytest.approx(0.175)  # another run length that does weigh: no warning
+
+
+def test_a_loss_registered_by_name_gets_its_options_epoch_and_schedule(monkeypatch):
+    monkeypatch.setattr(LOSSES, "_entries", dict(LOSSES._entries))  # the registration ends with the test
+    seen = {}
+
+    def schedule(options, epoch, epochs):
+        return options["scale"] * epoch / epochs
+
+    @register_loss("probe-loss", weight=schedule)
+    def probe(logits, target, *, epoch, epochs, scale: float = 1.0):
+        seen.update(epoch=epoch, epochs=epochs, scale=scale)
+        return logits.sum() * 0 + scale
+
+    entry = LOSSES["probe-loss"]
+    assert (entry.objective, entry.section, entry.weight) == (probe, None, schedule)
+    assert entry.options == ["scale"] and "probe-loss" in list_losses() and list_losses() == sorted(LOSSES)
+    criterion = Criterion(LossConfig(name="probe-loss", options={"scale": 2.0}))
+    logits, target = make_logits(steps=2, batch=3, classes=4)
+    out = criterion(logits, target)  # the defaults: epoch 0 of 1
+    assert seen == {"epoch": 0, "epochs": 1, "scale": 2.0} and set(out.parts) == {"probe-loss"}
+    criterion(logits, target, epoch=3, epochs=8)
+    assert seen == {"epoch": 3, "epochs": 8, "scale": 2.0}
+    assert criterion.tks_weight(3, 8) == 0.75  # its own schedule, given loss.options
+    with pytest.raises(OptionError, match=r"^loss 'probe-loss' has no option scael \(.*probe takes: scale\)$"):
+        Criterion(LossConfig(name="probe-loss", options={"scael": 2.0}))
+
+
+def test_a_built_in_loss_refuses_options_by_name():
+    with pytest.raises(OptionError) as refused:
+        Criterion(LossConfig(name="tks", options={"temperature": 2.0, "alpha": 0.1}))
+    assert str(refused.value) == (
+        "loss 'tks' takes its options from loss.tks, not loss.options (got alpha, temperature)"
+    )
+
+
+def test_cascade_keeps_time_order_among_equally_confident_steps():
+    # Steps 0 and 1 are equally confident (the same logits in another class order), step 2 the least confident;
+    # the ranking 0, 1, 2 (time order among ties) distils 0 -> 1 -> 2, never 1 -> 0 -> 2.
+    logits = torch.tensor([[[2.0, 1.0, 0.0, 0.0]], [[2.0, 0.0, 1.0, 0.0]], [[0.0, 0.5, 0.0, 0.0]]], dtype=torch.float64)
+    confidence = torch.softmax(logits, -1).amax(-1)
+    assert confidence[0] == confidence[1] > confidence[2]  # the case this test is about
+    q = torch.log_softmax(logits / 2.0, -1)
+
+    def kl(a, b):
+        return (q[a].exp() * (q[a] - q[b])).sum()
+
+    torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), (kl(0, 1) + kl(1, 2)) / 2)
+    assert not torch.isclose(kl(0, 1) + kl(1, 2), kl(1, 0) + kl(0, 2))  # the other order would show

@@ -43,9 +43,8 @@ def cumulative_accuracy(logits: Tensor, target: Tensor) -> list[float]:
     Entry t-1 is what a model stopped after t steps predicts (for static inputs and truncated event inputs).
     """
     check_per_step(logits, target)
-    steps = torch.arange(1, logits.shape[0] + 1, dtype=logits.dtype, device=logits.device)
-    running_mean = logits.cumsum(0) / steps.view(-1, 1, 1)
-    return (running_mean.argmax(-1) == target).float().mean(1).tolist()
+    # The running mean (1/t) sum_{s<=t} O_s and the running sum have the same argmax: no division needed.
+    return (logits.cumsum(0).argmax(-1) == target).float().mean(1).tolist()
 
 
 def confidence(logits: Tensor, kind: Confidence = "logit") -> Tensor:
@@ -158,8 +157,8 @@ def early_exit(logits: Tensor, target: Tensor, threshold: float) -> tuple[float,
     """
     check_per_step(logits, target)
     steps = logits.shape[0]
-    counts = torch.arange(1, steps + 1, dtype=logits.dtype, device=logits.device).view(-1, 1, 1)
-    running = logits.cumsum(0) / counts  # [T, N, K]
+    counts = logits.new_ones(steps).cumsum(0).view(-1, 1, 1)  # 1, 2, ..., T in the logits' dtype and device
+    running = logits.cumsum(0) / counts  # [T, N, K]: the running mean, whose softmax is the confidence
     confident = running.softmax(-1).amax(-1) >= threshold  # [T, N]
     confident[-1] = True  # everyone has exited by the last step
     exit_step = confident.float().argmax(0)  # first True, [N]
