@@ -1,5 +1,7 @@
 import inspect
+import itertools
 import math
+import os
 import re
 import warnings
 from dataclasses import fields, replace
@@ -11,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+import tks
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TKSOptions
 from tks.errors import OptionError, TKSWarning
 from tks.losses import (
@@ -593,6 +596,11 @@ def test_tks_loss_module_refuses_an_epoch_outside_the_run(epoch, epochs, message
         TKSLoss().weight(epoch, epochs)
 
 
+def outside_tks_and_torch(filename):
+    """Whether a warning points at a caller's line (here this file; a wrapper's under mutation testing)."""
+    return not filename.startswith((os.path.dirname(tks.__file__), os.path.dirname(torch.__file__)))
+
+
 def test_a_schedule_that_weighs_zero_throughout_is_said_once():
     ramp = (
         "the TKS term weighs 0 in every epoch of this 1-epoch run (the linear ramp alpha * epoch / 1 is 0 at "
@@ -607,7 +615,11 @@ def test_a_schedule_that_weighs_zero_throughout_is_said_once():
     with pytest.warns(TKSWarning, match=re.escape(ramp)) as caught:
         loss.weight(0, 1)
         loss.weight(0, 1)  # the same run again: not said twice
-    assert len(caught) == 1
+    assert len(caught) == 1 and outside_tks_and_torch(caught[0].filename)  # it points at the caller's line
+    logits, target = make_logits(steps=2, batch=3, classes=4)
+    with pytest.warns(TKSWarning) as caught:
+        TKSLoss()(logits, target, epoch=0, epochs=1)  # through nn.Module.__call__ and forward
+    assert outside_tks_and_torch(caught[0].filename), caught[0].filename
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert loss.weight(1, 4) == pytest.approx(0.175)  # another run length that does weigh: no warning
@@ -619,6 +631,9 @@ def test_a_loss_registered_by_name_gets_its_options_epoch_and_schedule(monkeypat
 
     def schedule(options, epoch, epochs):
         return options["scale"] * epoch / epochs
+
+    register_loss("probe-sectioned", section="tks")(tks_objective)
+    assert LOSSES["probe-sectioned"].section == "tks" and LOSSES["probe-sectioned"].weight is None
 
     @register_loss("probe-loss", weight=schedule)
     def probe(logits, target, *, epoch, epochs, scale: float = 1.0):
@@ -660,3 +675,15 @@ def test_cascade_keeps_time_order_among_equally_confident_steps():
 
     torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), (kl(0, 1) + kl(1, 2)) / 2)
     assert not torch.isclose(kl(0, 1) + kl(1, 2), kl(1, 0) + kl(0, 2))  # the other order would show
+
+
+def test_cascade_keeps_time_order_among_many_equally_confident_steps():
+    # 96 steps, each a permutation of the same logits: all equally confident. Time order must hold however many
+    # tie (an unstable sort reorders ties at this size); the reference ranks by Python's stable sort.
+    perms = [torch.tensor([2.0, *p]) for p in itertools.permutations([1.0, 0.0, 0.5])]
+    logits = torch.stack([perms[(7 * t) % len(perms)] for t in range(96)]).unsqueeze(1).double()  # [96, 1, 4]
+    q = torch.log_softmax(logits / 2.0, -1)[:, 0]
+    order = sorted(range(96), key=lambda t: -float(torch.softmax(logits[t, 0], -1).max()))
+    assert order == list(range(96))  # all tie: the ranking is time order
+    expected = sum((q[a].exp() * (q[a] - q[b])).sum() for a, b in itertools.pairwise(order)) / 95
+    torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), expected)

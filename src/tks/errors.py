@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from typing import Any
 
 
@@ -36,6 +38,22 @@ class DeviceError(TKSError, ValueError):
 
 class StepsError(TKSError, ValueError):
     """A model asked to run at a number of time steps it cannot handle."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that names the first caller outside tks and torch.
+
+    Called in the function that warns: a warning then points at the user's line however many layers of tks (and of
+    ``torch.nn.Module.__call__``, which differ between torch versions) lie between.
+    """
+    inside = (
+        os.path.dirname(__file__),
+        os.path.dirname(os.path.dirname(sys.modules["torch"].__file__)) + os.sep + "torch",
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def short_message(exc: BaseException) -> str:

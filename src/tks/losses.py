@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TETOptions, TKSOptions
-from tks.errors import OptionError, TKSWarning, check_per_step
+from tks.errors import OptionError, TKSWarning, check_per_step, user_stacklevel
 from tks.registry import Registry, check_options, parameters
 
 __all__ = [
@@ -395,7 +395,7 @@ class TKSLoss(nn.Module):
             self._warned_epochs.add(epochs)
             message = zero_weight_warning(self.options, epochs)
             if message:
-                warnings.warn(message, TKSWarning, stacklevel=3)
+                warnings.warn(message, TKSWarning, stacklevel=user_stacklevel())
         return tks_weight(self.options, epoch, epochs)
 
     def forward(
