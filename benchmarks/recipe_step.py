@@ -22,7 +22,7 @@ from training_step import measure  # the same warm-up and interleaved rounds (be
 from tks.build import build_model, build_optimizer
 from tks.config import Config, load_config
 from tks.data import dataset_info, to_time_major
-from tks.engine import train_one_epoch
+from tks.engine import Training, train_one_epoch
 from tks.losses import Criterion
 
 
@@ -43,18 +43,8 @@ def step_seconds(cfg: Config, precisions: tuple[str, ...], repeats: int) -> dict
         model = build_model(cfg.model, info, cfg.data.num_steps)
         optimizer = build_optimizer(model, cfg.optim)
         criterion = Criterion(cfg.loss)
-        runs[precision] = partial(
-            train_one_epoch,
-            model,
-            batch,
-            criterion,
-            optimizer,
-            encode=encode,
-            epoch=1,
-            epochs=cfg.optim.epochs,
-            device=torch.device("cpu"),
-            precision=precision,
-        )
+        training = Training(model, criterion, optimizer, cfg.optim, encode, torch.device("cpu"), precision=precision)
+        runs[precision] = partial(train_one_epoch, training, batch, epoch=1)
     return measure(runs, repeats)
 
 

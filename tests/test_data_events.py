@@ -115,8 +115,8 @@ def test_recordings_are_natural_order(tmp_path):
 
 
 def test_ncaltech101_trains_with_the_class_balanced_sampler(tmp_path):
-    from tks.build import make_loader
     from tks.config import Config, DataConfig, OptimConfig, RunConfig
+    from tks.data.loading import make_loader
     from tks.distributed import Dist
     from tks.experiment import train
 

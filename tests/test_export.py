@@ -180,7 +180,7 @@ def test_the_graph_says_what_its_input_is_and_that_is_enough_to_feed_it(digits_r
     """Another toolchain with only the NIR file and the raw images gets the model's logits from the metadata."""
     import numpy as np
 
-    from tks.build import load_model
+    from tks.checkpoint_model import load_model
     from tks.data import build_dataset
     from tks.data.digits import digit_arrays
 

@@ -231,6 +231,7 @@ def test_presentation_modules_read_files_only(module):
         "tks.models",
         "tks.data",
         "tks.build",
+        "tks.checkpoint_model",
         "tks.engine",
         "tks.inference",
         "tks.experiment",

@@ -28,10 +28,10 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import tks
 from tks import plugins
-from tks.build import load_training_data, make_loader
 from tks.checkpoint import load_checkpoint
 from tks.cli import main
 from tks.data import DATASETS
+from tks.data.loading import load_training_data, make_loader
 from tks.distributed import Dist
 
 EPOCHS, STOP_AFTER = 3, 1

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from tks.cli import main
-from tks.config import LossConfig
+from tks.config import LossConfig, OptimConfig
 from tks.data import DATASETS
-from tks.engine import train_one_epoch
+from tks.engine import Training, train_one_epoch
 from tks.losses import LOSSES, Criterion
 from tks.models import MODELS, register_model
 from tks.snn import LIF, StatefulModelError, Stepwise, make_neuron, reset_before_each_call, reset_states
@@ -89,11 +89,13 @@ def test_without_the_reset_a_spikingjelly_model_fails_in_one_line():
     model = sj_cnn(3, 1)
     batches = [(torch.rand(4, 1, 8, 8), torch.randint(0, 3, (4,))) for _ in range(2)]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = dict(encode=lambda x: x.unsqueeze(0).expand(2, *x.shape), epoch=0, epochs=1, device=torch.device("cpu"))
-    criterion = Criterion(LossConfig(name="ce"))
+    encode, criterion = lambda x: x.unsqueeze(0).expand(2, *x.shape), Criterion(LossConfig(name="ce"))
+    step = dict(criterion=criterion, optimizer=optimizer, schedule=OptimConfig(epochs=1), encode=encode)
+    training = Training(model, **step, device=torch.device("cpu"))
     with pytest.raises(StatefulModelError, match="keeps state from one batch into the next that tks cannot reset"):
-        train_one_epoch(model, batches, criterion, optimizer, **step)  # the second batch meets the first's graph
-    train_one_epoch(reset_before_each_call(sj_cnn(3, 1)), batches, criterion, optimizer, **step)  # what tks builds
+        train_one_epoch(training, batches, epoch=0)  # the second batch meets the first's graph
+    training = Training(reset_before_each_call(sj_cnn(3, 1)), **step, device=torch.device("cpu"))  # what tks builds
+    train_one_epoch(training, batches, epoch=0)
 
 
 def test_an_snntorch_model_trains_evaluates_and_exports_exactly(registries, tmp_path, monkeypatch):
@@ -101,7 +103,7 @@ def test_an_snntorch_model_trains_evaluates_and_exports_exactly(registries, tmp_
     from snntorch import utils
     from snntorch.import_nir import import_from_nir
 
-    from tks.build import load_model
+    from tks.checkpoint_model import load_model
 
     run = trained(snntorch_mlp, tmp_path, monkeypatch, accuracy=0.5)
     assert main(["export", str(run / "checkpoint.pt")]) == 0

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -174,18 +174,16 @@ def test_gradient_accumulation_equals_the_larger_batch():
     model_b, _ = tiny_problem()
     model_b.load_state_dict(model_a.state_dict())
     cfg = OptimConfig(lr=1e-2, weight_decay=0.0, epochs=1, warmup_epochs=0)
-    sgd = {
-        "encode": partial(to_time_major, kind="static", num_steps=2),
-        "epoch": 0,
-        "epochs": 1,
-        "device": torch.device("cpu"),
-    }
+
+    def training(model: nn.Module, schedule: OptimConfig) -> Training:
+        encode = partial(to_time_major, kind="static", num_steps=2)
+        criterion = Criterion(LossConfig(name="ce"))
+        return Training(model, criterion, build_optimizer(model, cfg), schedule, encode, torch.device("cpu"))
+
     small = batches[:2]  # two batches of 16, accumulated
     large = [(torch.cat([b[0] for b in small]), torch.cat([b[1] for b in small]))]  # one batch of 32
-    train_one_epoch(
-        model_a, small, Criterion(LossConfig(name="ce")), build_optimizer(model_a, cfg), accumulate=2, **sgd
-    )
-    train_one_epoch(model_b, large, Criterion(LossConfig(name="ce")), build_optimizer(model_b, cfg), **sgd)
+    train_one_epoch(training(model_a, replace(cfg, accumulate=2)), small, epoch=0)
+    train_one_epoch(training(model_b, cfg), large, epoch=0)
     torch.testing.assert_close(model_a[1].weight, model_b[1].weight, rtol=1e-5, atol=1e-7)
 
 
@@ -357,16 +355,9 @@ def test_an_epoch_reads_the_device_only_every_check_period(monkeypatch):
     reads = []
     real_item = torch.Tensor.item
     monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or real_item(self))
-    train_one_epoch(
-        model,
-        batches,
-        NaNAt(-1, -1, []),
-        build_optimizer(model, cfg),
-        encode=partial(to_time_major, kind="static", num_steps=2),
-        epoch=0,
-        epochs=1,
-        device=torch.device("cpu"),
-    )
+    encode = partial(to_time_major, kind="static", num_steps=2)
+    training = Training(model, NaNAt(-1, -1, []), build_optimizer(model, cfg), cfg, encode, torch.device("cpu"))
+    train_one_epoch(training, batches, epoch=0)
     assert len(reads) <= 10  # checks at steps 50, 100 and the end, plus the epoch's statistics; was >= 120
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from data_files import write_fashion_mnist
 
-from tks.build import dataset_targets, load_split, load_training_data, make_loader
 from tks.config import ConfigError, DataConfig, load_config
+from tks.data.loading import dataset_targets, load_split, load_training_data, make_loader
 from tks.data.splits import holdout, stratified_subset
 from tks.distributed import Dist
 

@@ -221,22 +221,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``tks sweep SWEEP... [--executor local|ray|slurm] [--parallel N] [--threads-per-run K] [--dry-run]``."""
     from tks.sweep.command import sweep
+    from tks.sweep.executors import ExecutorOptions
 
-    return sweep(
-        args.sweeps,
-        executor=args.executor,
+    executor = ExecutorOptions(
+        name=args.executor,
         parallel=args.parallel,
         threads=args.threads_per_run,
         gpus=args.gpus_per_run,
-        overrides=args.set,
-        out_dir=args.out,
-        only=args.only,
-        dry_run=args.dry_run,
         address=args.address,
         partition=args.partition,
         minutes=args.time,
         slurm_params=args.slurm_param,
         slurm_cluster=args.slurm_cluster,
+    )
+    return sweep(
+        args.sweeps,
+        executor,
+        overrides=args.set,
+        out_dir=args.out,
+        only=args.only,
+        dry_run=args.dry_run,
         plugins=args.plugin,
         out=lambda line: print(line, flush=True),
     )
@@ -283,12 +287,28 @@ def _choices(key: str, section: str | None = None) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per verb."""
+    """The argument parser with one sub-command per verb, in the order ``tks --help`` lists them."""
     parser = argparse.ArgumentParser(
         prog="tks", description="Train spiking neural networks with Temporal Knowledge Sharing."
     )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _add_train(verbs)
+    _add_eval(verbs)
+    _add_prepare(verbs)
+    _add_export(verbs)
+    _add_compare(verbs)
+    _add_plot(verbs)
+    _add_report(verbs)
+    _add_sweep(verbs)
+    _add_models(verbs)
+    return parser
 
+
+_AT_EACH_T = "Fig. 3: also draw the models trained at each T, at their own T"
+"""Help of ``--trained-at-each-t`` (``tks plot`` and ``tks report``)."""
+
+
+def _add_train(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "train",
         help="train a model from a config file (default: the bundled digits recipe)",
@@ -303,12 +323,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin(p)
     p.set_defaults(func=cmd_train)
 
+
+def _add_eval(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("eval", help="evaluate a checkpoint at one or more numbers of time steps")
     p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
     add_eval_arguments(p)
     _add_plugin(p)
     p.set_defaults(func=cmd_eval)
 
+
+def _add_prepare(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("prepare", help="frame an event dataset once into the frame cache training reads")
     p.add_argument("dataset", help="event dataset, e.g. cifar10-dvs, ncaltech101, digits-dvs")
     p.add_argument("--root", default=None, help="folder holding the dataset's files (docs/datasets.md)")
@@ -319,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes framing files in parallel")
     p.set_defaults(func=cmd_prepare)
 
+
+def _add_export(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("export", help="export a trained model (NIR graph for neuromorphic toolchains)")
     p.add_argument("checkpoint", help="checkpoint.pt written by tks train")
     p.add_argument("--format", choices=["nir"], default="nir", help="export format")
@@ -334,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin(p)
     p.set_defaults(func=cmd_export)
 
+
+def _add_compare(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("compare", help="table of methods by top-1 / top-5 / AURC, mean ± std over seeds")
     _add_run_dirs(p)
     p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
@@ -348,19 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_compare)
 
-    at_each_t = "Fig. 3: also draw the models trained at each T, at their own T"
+
+def _add_plot(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("plot", help="the paper's Fig. 3, 4, 5 and training curves as PNG and PDF")
     _add_run_dirs(p)
     p.add_argument("--out", default="figures", metavar="DIR", help="output folder (default: figures)")
-    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.add_argument("--trained-at-each-t", action="store_true", help=_AT_EACH_T)
     p.set_defaults(func=cmd_plot)
 
+
+def _add_report(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("report", help="one self-contained HTML page: table, figures and configs")
     _add_run_dirs(p)
     p.add_argument("--out", default="report.html", metavar="FILE", help="output file (default: report.html)")
-    p.add_argument("--trained-at-each-t", action="store_true", help=at_each_t)
+    p.add_argument("--trained-at-each-t", action="store_true", help=_AT_EACH_T)
     p.set_defaults(func=cmd_report)
 
+
+def _add_sweep(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser(
         "sweep",
         help="train a grid of runs from a sweep file: here, on Ray or on SLURM (docs/sweeps.md)",
@@ -406,13 +439,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_sweep)
 
+
+def _add_models(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("models", help="list the registered models with their parameter counts")
     p.add_argument("--num-classes", type=int, default=10, help="K used to size the heads")
     p.add_argument("--in-channels", type=int, default=3, help="input channels")
     p.add_argument("--verbose", action="store_true", help="also each model's options and the LIF backends")
     _add_plugin(p)
     p.set_defaults(func=cmd_models)
-    return parser
 
 
 VERBS: dict[str, Callable[[argparse.Namespace], int]] = {

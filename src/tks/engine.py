@@ -203,26 +203,11 @@ def lr_at(epoch: int, cfg: OptimConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def train_one_epoch(
-    model: nn.Module,
-    batches: Batches,
-    criterion: Criterion,
-    optimizer: torch.optim.Optimizer,
-    *,
-    encode: Encoder,
-    epoch: int,
-    epochs: int,
-    device: torch.device,
-    precision: str = "fp32",
-    scaler: torch.amp.GradScaler | None = None,
-    accumulate: int = 1,
-    dist: Dist = SINGLE,
-    progress: bool = False,
-) -> dict[str, float]:
-    """One pass over the training batches.
+def train_one_epoch(training: Training, batches: Batches, epoch: int) -> dict[str, float]:
+    """One pass over the training batches: the 0-indexed ``epoch`` of ``training.schedule.epochs``.
 
-    The optimizer steps every ``accumulate`` batches (and after the last), on gradients averaged over them; under
-    DistributedDataParallel the gradients are synchronised only on those steps.
+    The optimizer steps every ``training.schedule.accumulate`` batches (and after the last), on gradients averaged
+    over them; under DistributedDataParallel the gradients are synchronised only on those steps.
 
     Raises:
         NonFiniteLossError: when a loss is NaN or infinite (before any weight sees it).
@@ -231,6 +216,9 @@ def train_one_epoch(
         Mean loss parts (``loss`` and e.g. ``ce``, ``tks``), ``acc`` (top-1 of the time-mean logits), ``samples``
         and ``samples_per_s``, summed over all processes.
     """
+    model, criterion, optimizer, encode = training.model, training.criterion, training.optimizer, training.encode
+    device, precision, scaler, dist = training.device, training.precision, training.scaler, training.dist
+    epochs, accumulate = training.schedule.epochs, training.schedule.accumulate
     model.train()
     sums: dict[str, Tensor] = {}
     correct = torch.zeros((), device=device)
@@ -238,7 +226,7 @@ def train_one_epoch(
     start = time.perf_counter()
     total = len(batches) if hasattr(batches, "__len__") else None
     # disable=None: draw only on a terminal, so logs and CI output stay clean
-    show = progress and dist.is_main
+    show = training.progress and dist.is_main
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False, disable=None if show else True, unit="batch")
     guard = NonFiniteGuard(optimizer, device, dist)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -328,21 +316,7 @@ def fit(
         lr = lr_at(epoch, training.schedule)
         for group in training.optimizer.param_groups:
             group["lr"] = lr
-        train = train_one_epoch(
-            training.model,
-            train_batches,
-            training.criterion,
-            training.optimizer,
-            encode=training.encode,
-            epoch=epoch,
-            epochs=epochs,
-            device=training.device,
-            precision=training.precision,
-            scaler=training.scaler,
-            accumulate=training.schedule.accumulate,
-            dist=training.dist,
-            progress=training.progress,
-        )
+        train = train_one_epoch(training, train_batches, epoch)
         val, final, train_eval = _measure(training, evaluated)
         score = (val if evaluated.select_on == "val" else final)["top1"]
         improved = score > state.best_top1

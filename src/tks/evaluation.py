@@ -1,8 +1,8 @@
 """Evaluation of a saved model (``tks eval``): its test set at several T, from the checkpoint alone.
 
-``evaluate_checkpoint`` rebuilds the model from the checkpoint's stored config (``tks.build.load_model``), measures
-it, and merges the results into the run's ``metrics.json`` (``tks.runfiles``); it checks everything it can refuse
-(arguments, output files, memory for every T) before measuring anything.
+``evaluate_checkpoint`` rebuilds the model from the checkpoint's stored config (``tks.checkpoint_model.load_model``),
+measures it, and merges the results into the run's ``metrics.json`` (``tks.runfiles``); it checks everything it can
+refuse (arguments, output files, memory for every T) before measuring anything.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tks.activity import measure_activity
-from tks.build import LoadedModel, build_model, encoder, load_model, load_split, make_loader, resolve_device
+from tks.build import build_model, encoder, resolve_device
+from tks.checkpoint_model import LoadedModel, load_model
 from tks.config import Config, ConfigError
+from tks.data.loading import load_split, make_loader
 from tks.distributed import Dist
 from tks.errors import short_message
 from tks.eval_options import EvalOptions

@@ -1,9 +1,9 @@
 """Training runs (``tks train``): a new run from its config, or a stopped one from its checkpoint, to the end.
 
-``train(cfg)`` starts a run folder and ``resume(run_dir)`` continues one. Both build the objects (``tks.build``),
-restore a checkpoint's progress, hand them to the training loop (``tks.engine.fit``) with the epoch-end hooks that
-write the run's files (``tks.hooks``), and write the final ``metrics.json``. They return the results; printing is
-left to the CLI.
+``train(cfg)`` starts a run folder and ``resume(run_dir)`` continues one. Both build the objects (``tks.build``,
+``tks.data.loading``), restore a checkpoint's progress, hand them to the training loop (``tks.engine.fit``) with the
+epoch-end hooks that write the run's files (``tks.hooks``), and write the final ``metrics.json``. They return the
+results; printing is left to the CLI.
 """
 
 from __future__ import annotations
@@ -20,22 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from tks.build import (
-    TrainingData,
-    build_model,
-    build_optimizer,
-    data_options,
-    encoder,
-    load_split,
-    load_training_data,
-    make_loader,
-    resolve_device,
-    scaled_optim,
-    stored_config,
-)
+from tks.build import build_model, build_optimizer, encoder, resolve_device, scaled_optim
 from tks.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint
+from tks.checkpoint_model import stored_config
 from tks.config import Config, ConfigError, to_dict
 from tks.data import check_options
+from tks.data.loading import TrainingData, data_options, load_split, load_training_data, make_loader
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import EpochHook, EvalSets, FitState, Training, fit, unwrap
 from tks.errors import TKSWarning

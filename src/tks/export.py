@@ -294,7 +294,7 @@ def export_checkpoint(
 
     ``dt`` and ``pooling`` are those of ``to_nir``.
     """
-    from tks.build import load_model  # the only place that rebuilds models from configs
+    from tks.checkpoint_model import load_model  # the only place that rebuilds a checkpoint's model
 
     if not math.isfinite(dt) or dt <= 0:
         raise ExportError(f"dt must be a finite number of seconds > 0, got {dt}")
@@ -389,8 +389,8 @@ def input_metadata(cfg: Config, info: DatasetInfo, dt: float) -> dict[str, Any]:
     ``normalization_std`` per channel where known (else ``normalization`` is ``unknown``), ``class_names`` where
     known, and ``model``, ``dataset``, ``tks_version``. docs/nir.md shows them read back.
     """
-    from tks.build import data_options
     from tks.data import test_normalization
+    from tks.data.loading import data_options
     from tks.version import __version__
 
     if info.kind == "static":

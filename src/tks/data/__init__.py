@@ -4,8 +4,8 @@
 ``DatasetInfo``; ``to_time_major`` turns a loader's batch into ``[T, B, ...]``. Static datasets yield images
 ``[C, H, W]``, event datasets frames ``[T, 2, S, S]`` (from a frame cache that ``prepare_frames``, i.e.
 ``tks prepare``, builds once). ``register_dataset`` adds one of your own (``tks.data.registry``); the built-ins in
-``tks.data.builtin`` register the same way. docs/datasets.md lists the on-disk layout of each. This package knows
-no network.
+``tks.data.builtin`` register the same way. docs/datasets.md lists the on-disk layout of each. A run's splits,
+subsets and loaders of a configured dataset are built in ``tks.data.loading``. This package knows no network.
 """
 
 from __future__ import annotations

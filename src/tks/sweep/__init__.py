@@ -8,12 +8,13 @@
 """
 
 from tks.sweep.driver import current_states, format_listing, run_sweep
-from tks.sweep.executors import LocalExecutor, RayExecutor, SlurmExecutor, available_cores
+from tks.sweep.executors import ExecutorOptions, LocalExecutor, RayExecutor, SlurmExecutor, available_cores
 from tks.sweep.folders import RunState, run_state
 from tks.sweep.jobs import Job, JobResult, execute_job
 from tks.sweep.spec import Sweep, SweepError, SweepRun, experiment_key, load_sweep
 
 __all__ = [
+    "ExecutorOptions",
     "Job",
     "JobResult",
     "LocalExecutor",

@@ -13,7 +13,14 @@ import yaml
 
 from tks.plugins import load_plugins
 from tks.sweep.driver import current_states, format_listing, run_sweep, shown_path
-from tks.sweep.executors import Executor, LocalExecutor, RayExecutor, SlurmExecutor, available_cores
+from tks.sweep.executors import (
+    Executor,
+    ExecutorOptions,
+    LocalExecutor,
+    RayExecutor,
+    SlurmExecutor,
+    available_cores,
+)
 from tks.sweep.folders import SWEEP_DIR
 from tks.sweep.spec import Sweep, SweepError, load_sweep
 
@@ -24,20 +31,12 @@ SLURM_MINUTES = 24 * 60
 
 def sweep(
     paths: Sequence[str | Path],
+    executor: ExecutorOptions | None = None,
     *,
-    executor: str = "local",
-    parallel: int | None = None,
-    threads: int | None = None,
-    gpus: float = 0,
     overrides: Sequence[str] = (),
     out_dir: str | Path | None = None,
     only: Sequence[str] = (),
     dry_run: bool = False,
-    address: str | None = None,
-    partition: str | None = None,
-    minutes: int | None = None,
-    slurm_params: Sequence[str] = (),
-    slurm_cluster: str = "slurm",
     plugins: Sequence[str] = (),
     out: Callable[[str], None] = print,
 ) -> int:
@@ -45,26 +44,20 @@ def sweep(
 
     Args:
         paths: sweep files.
-        executor: ``local``, ``ray`` or ``slurm``.
-        parallel: runs at once (local: cores / threads; ray and slurm: every run, the engine queues them).
-        threads: torch threads (CPUs) per run (1; on the local executor with ``parallel`` alone: cores / parallel).
-        gpus: GPUs per run (Ray takes fractions; local gives each run its own CUDA_VISIBLE_DEVICES).
+        executor: where the runs go, how many at once and what each gets (None: ``ExecutorOptions()``, the
+            local executor sized to this machine's cores).
         overrides: ``section.key=value`` for every run, applied after the grid.
         out_dir: replaces the file's ``out_dir`` (one sweep file only).
         only: shell patterns; only the runs whose name matches one are listed or run.
         dry_run: list the runs and what each needs; start nothing, write nothing.
-        address: Ray cluster address (``ray``; None: a local Ray).
-        partition: SLURM partition (``slurm``).
-        minutes: time limit of each SLURM job (``slurm``; default ``SLURM_MINUTES``).
-        slurm_params: more submitit parameters as ``key=value`` (``slurm``).
-        slurm_cluster: ``slurm``, or ``local`` for submitit's local executor (no SLURM needed).
         plugins: plugins (module names or paths) loaded here and by every run, besides its config's own.
         out: prints one line.
 
     Raises:
         SweepError: for invalid files or options, before any run starts.
     """
-    _check_options(executor, parallel, threads, gpus, out_dir, paths, address, partition, minutes, slurm_params)
+    executor = executor or ExecutorOptions()
+    _check_options(executor, out_dir, paths)
     sweeps = [_with_plugins(load_sweep(path, overrides, out_dir), plugins) for path in paths]
     if only:
         sweeps = _only(sweeps, only)
@@ -73,26 +66,27 @@ def sweep(
         for i, one in enumerate(sweeps):
             out(("\n" if i else "") + format_listing(one, current_states(one)))
         return 0
-    on_this_machine = executor == "local" or (executor == "slurm" and slurm_cluster == "local")
-    if on_this_machine:  # submitit's local executor, too, starts every job it gets at once
-        parallel, threads = local_capacity(available_cores(), parallel, threads)
+    if executor.on_this_machine:  # submitit's local executor, too, starts every job it gets at once
+        parallel, threads = local_capacity(available_cores(), executor.parallel, executor.threads)
     else:  # the engine queues what does not fit
-        threads = threads or 1
-        parallel = parallel or sum(len(one.runs) for one in sweeps)
+        threads = executor.threads or 1
+        parallel = executor.parallel or sum(len(one.runs) for one in sweeps)
+    gpus = executor.gpus
     engine: Executor
-    if executor == "local":
+    if executor.name == "local":
         slots = _gpu_slots(int(gpus)) if gpus else None
         if slots is not None:
             parallel = min(parallel, len(slots))
         engine = LocalExecutor(parallel, slots)
-    elif executor == "ray":
-        engine = RayExecutor(threads, gpus, address)
+    elif executor.name == "ray":
+        engine = RayExecutor(threads, gpus, executor.address)
     else:
-        params = dict(_param(item) for item in slurm_params)
+        params = dict(_param(item) for item in executor.slurm_params)
         folder = sweeps[0].out_dir / SWEEP_DIR / "submitit"
-        engine = SlurmExecutor(folder, threads, int(gpus), partition, minutes or SLURM_MINUTES, params, slurm_cluster)
+        minutes = executor.minutes or SLURM_MINUTES
+        engine = SlurmExecutor(folder, threads, int(gpus), executor.partition, minutes, params, executor.slurm_cluster)
     # Local runs write run.out_dir as the user sees it (relative below the working folder); remote ones need it whole.
-    job_out_dir = shown_path if executor == "local" else str
+    job_out_dir = shown_path if executor.name == "local" else str
     return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
 
 
@@ -116,40 +110,33 @@ def local_capacity(cores: int, parallel: int | None, threads: int | None) -> tup
     return parallel or max(1, cores // threads), threads
 
 
-def _check_options(
-    executor: str,
-    parallel: int | None,
-    threads: int | None,
-    gpus: float,
-    out_dir: str | Path | None,
-    paths: Sequence[str | Path],
-    address: str | None,
-    partition: str | None,
-    minutes: int | None,
-    slurm_params: Sequence[str],
-) -> None:
-    if executor not in EXECUTORS:
-        raise SweepError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    for option, value in (("--parallel", parallel), ("--threads-per-run", threads), ("--time", minutes)):
+def _check_options(executor: ExecutorOptions, out_dir: str | Path | None, paths: Sequence[str | Path]) -> None:
+    if executor.name not in EXECUTORS:
+        raise SweepError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor.name!r}")
+    for option, value in (
+        ("--parallel", executor.parallel),
+        ("--threads-per-run", executor.threads),
+        ("--time", executor.minutes),
+    ):
         if value is not None and value < 1:
             raise SweepError(f"{option} must be >= 1, got {value}")
-    if gpus < 0 or (executor != "ray" and gpus != int(gpus)):
-        raise SweepError(f"--gpus-per-run must be a whole number >= 0 (fractions only on Ray), got {gpus}")
+    if executor.gpus < 0 or (executor.name != "ray" and executor.gpus != int(executor.gpus)):
+        raise SweepError(f"--gpus-per-run must be a whole number >= 0 (fractions only on Ray), got {executor.gpus}")
     if out_dir is not None and len(paths) > 1:
         raise SweepError("--out names the folder of one sweep: give one sweep file with it")
     wrong = [
         (option, needs)
         for option, value, needs in (
-            ("--address", address, "ray"),
-            ("--partition", partition, "slurm"),
-            ("--time", minutes, "slurm"),
-            ("--slurm-param", slurm_params, "slurm"),
+            ("--address", executor.address, "ray"),
+            ("--partition", executor.partition, "slurm"),
+            ("--time", executor.minutes, "slurm"),
+            ("--slurm-param", executor.slurm_params, "slurm"),
         )
-        if value and executor != needs
+        if value and executor.name != needs
     ]
     if wrong:
         option, needs = wrong[0]
-        raise SweepError(f"{option} is an option of --executor {needs}, not of {executor} (docs/sweeps.md)")
+        raise SweepError(f"{option} is an option of --executor {needs}, not of {executor.name} (docs/sweeps.md)")
 
 
 def _only(sweeps: list[Sweep], patterns: Sequence[str]) -> list[Sweep]:

@@ -13,8 +13,8 @@ import concurrent.futures
 import os
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +22,35 @@ from tks.extras import require
 from tks.locks import FileLock
 from tks.sweep.jobs import Job, JobResult, execute_job
 from tks.sweep.spec import SweepError
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """Where a sweep's runs go and what each run gets: the executor options of ``tks sweep`` (docs/sweeps.md)."""
+
+    name: str = "local"
+    """``local``, ``ray`` or ``slurm``."""
+    parallel: int | None = None
+    """Runs at once (local: cores / threads; ray and slurm: every run, the engine queues them)."""
+    threads: int | None = None
+    """Torch threads (CPUs) per run (1; on the local executor with ``parallel`` alone: cores / parallel)."""
+    gpus: float = 0
+    """GPUs per run (Ray takes fractions; local gives each run its own CUDA_VISIBLE_DEVICES)."""
+    address: str | None = None
+    """Ray cluster address (``ray``; None: a local Ray)."""
+    partition: str | None = None
+    """SLURM partition (``slurm``)."""
+    minutes: int | None = None
+    """Time limit of each SLURM job (``slurm``; None: ``tks.sweep.command.SLURM_MINUTES``)."""
+    slurm_params: Sequence[str] = ()
+    """More submitit parameters as ``key=value`` (``slurm``)."""
+    slurm_cluster: str = "slurm"
+    """``slurm``, or ``local`` for submitit's local executor (no SLURM needed)."""
+
+    @property
+    def on_this_machine(self) -> bool:
+        """The runs go to processes of this machine: the local executor, or submitit's local one."""
+        return self.name == "local" or (self.name == "slurm" and self.slurm_cluster == "local")
 
 
 class Executor(Protocol):
