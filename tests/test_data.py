@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -43,3 +45,19 @@ def test_to_time_major_static_and_events():
         to_time_major(frames, "events", 11)
     with pytest.raises(ValueError, match="num_steps must be >= 1"):
         to_time_major(x, "static", 0)
+
+
+def test_to_time_major_at_its_boundaries():
+    image = torch.arange(6.0).view(1, 1, 2, 3)  # [B, C, H, W]
+    one = to_time_major(image, "static", 1)  # T = 1 is a run like any other
+    assert one.shape == (1, 1, 1, 2, 3) and torch.equal(one[0], image)
+    frames = torch.arange(12.0).view(1, 2, 1, 2, 3)  # [B, T'=2, C, H, W]
+    assert torch.equal(to_time_major(frames, "events", 2), frames.transpose(0, 1))  # all the frames there are
+    assert torch.equal(to_time_major(frames, "events", 1), frames[:, :1].transpose(0, 1))
+    for call, message in [
+        (lambda: to_time_major(image, "static", 0), "num_steps must be >= 1, got 0"),
+        (lambda: to_time_major(frames, "events", 3), "asked for 3 steps but the event frames have only 2"),
+        (lambda: to_time_major(image, "video", 2), "kind must be 'static' or 'events', got 'video'"),
+    ]:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            call()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tks
-from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TKSOptions
+from tks.config import ConfigError, LabelSmoothingOptions, LossConfig, StrongWeakOptions, TKSOptions
 from tks.errors import OptionError, TKSWarning
 from tks.losses import (
     LOSSES,
@@ -397,14 +397,26 @@ def test_strong_weak_is_finite_nonnegative_and_batch_permutation_invariant(steps
     torch.testing.assert_close(strong_weak_loss(logits[:, perm], direction=direction), value)
 
 
-def test_strong_weak_bad_options_are_clear_errors():
-    logits = torch.randn(2, 3, 4)
-    with pytest.raises(ValueError, match="direction must be 'weak2strong'"):
-        strong_weak_loss(logits, direction="up")
-    with pytest.raises(ValueError, match="selection must be 'batch' or 'sample'"):
-        strong_weak_loss(logits, selection="step")
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        strong_weak_loss(logits, temperature=0.0)
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"direction": "up"},
+            "loss.strong_weak.direction must be one of ['weak2strong', 'strong2weak', 'both', 'cascade'], got 'up'",
+        ),
+        ({"selection": "step"}, "loss.strong_weak.selection must be one of ['batch', 'sample'], got 'step'"),
+        ({"temperature": 0.0}, "loss.strong_weak.temperature must be > 0, got 0.0"),
+    ],
+)
+def test_strong_weak_refuses_each_bad_option_by_name(options, message):
+    # The options dataclass checks a call's options as it checks a config's: one place, one ConfigError.
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        strong_weak_loss(torch.randn(2, 3, 4), **options)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        StrongWeakOptions(**options)
+
+
+def test_strong_weak_refuses_logits_that_are_not_per_step():
     with pytest.raises(ValueError, match=r"logits must be \[T, B, K\]"):
         strong_weak_loss(torch.randn(3, 4))
 
@@ -466,19 +478,27 @@ def test_tks_loss_equals_its_equations_with_a_student_temperature(teacher, stude
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"temperature": 0.0}, "temperatures must be > 0, got 0.0 and 1.0"),
-        ({"temperature": -1.0}, "temperatures must be > 0, got -1.0 and 1.0"),
-        ({"student_temperature": 0.0}, "temperatures must be > 0, got 3.0 and 0.0"),
-        ({"teacher_source": "oracle"}, "teacher_source must be 'label' or 'consensus', got 'oracle'"),
-        ({"teacher": "max"}, "teacher must be 'sum' or 'mean', got 'max'"),
-        ({"teacher_target": "probs"}, "teacher_target must be 'softmax' or 'logits', got 'probs'"),
-        ({"student": "last"}, "student must be 'per_step' or 'mean', got 'last'"),
+        ({"temperature": 0.0}, "loss.tks.temperature must be > 0, got 0.0"),
+        ({"temperature": -1.0}, "loss.tks.temperature must be > 0, got -1.0"),
+        ({"student_temperature": 0.0}, "loss.tks.student_temperature must be > 0, got 0.0"),
+        ({"teacher_source": "oracle"}, "loss.tks.teacher_source must be one of ['label', 'consensus'], got 'oracle'"),
+        ({"teacher": "max"}, "loss.tks.teacher must be one of ['sum', 'mean'], got 'max'"),
+        ({"teacher_target": "probs"}, "loss.tks.teacher_target must be one of ['softmax', 'logits'], got 'probs'"),
+        ({"student": "last"}, "loss.tks.student must be one of ['per_step', 'mean'], got 'last'"),
+        (
+            {"student": "means"},
+            "loss.tks.student must be one of ['per_step', 'mean'], got 'means' (did you mean 'mean'?)",
+        ),
     ],
 )
 def test_tks_loss_refuses_each_bad_option_by_name(options, message):
+    # The options dataclass checks a call's options as it checks a config's: one place, one ConfigError.
     logits, target = make_logits(steps=2, batch=3, classes=4)
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+    exact = f"^{re.escape(message)}$"
+    with pytest.raises(ConfigError, match=exact):
         tks_loss(logits, target, **options)
+    with pytest.raises(ConfigError, match=exact):
+        TKSOptions(**options)
 
 
 def test_tks_loss_at_the_smallest_temperature_it_takes():

@@ -122,3 +122,39 @@ def test_distributed_sampler_shares_out_the_training_images_only():
     assert len(seen[0] & seen[1]) <= 1  # DistributedSampler pads 1,137 images to two halves of 569 with one repeat
     assert seen[0] | seen[1] == set(data.train.indices)
     assert not (seen[0] | seen[1]) & set(data.val.indices)
+
+
+def largest_remainder_quota(targets, size):
+    """Samples per class by the largest-remainder method in exact fractions, ties to the smaller label."""
+    from fractions import Fraction
+
+    labels, counts = np.unique(targets, return_counts=True)
+    exact = [Fraction(size * int(c), len(targets)) for c in counts]
+    quota = [int(e) for e in exact]  # floor: every share is >= 0
+    by_remainder = sorted(range(len(labels)), key=lambda i: (-(exact[i] - quota[i]), labels[i]))
+    for i in by_remainder[: size - sum(quota)]:
+        quota[i] += 1
+    return dict(zip(labels.tolist(), quota, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stratified_subset_quota_equals_the_largest_remainder_method(seed):
+    # 40 classes of 4, 8 or 12 samples: many classes share a remainder, so the tie rule decides (an unstable
+    # sort would hand the extra samples to other classes than the smaller labels)
+    rng = np.random.default_rng(seed)
+    targets = np.repeat(np.arange(40), rng.choice([4, 8, 12], 40))
+    rng.shuffle(targets)
+    for size in (7, 50, 101, len(targets) // 3):
+        chosen = stratified_subset(targets, size, seed=seed)
+        got = dict(zip(*np.unique(targets[chosen], return_counts=True), strict=True))
+        expected = {label: q for label, q in largest_remainder_quota(targets, size).items() if q}
+        assert {int(k): int(v) for k, v in got.items()} == expected, size
+
+
+def test_stratified_subset_and_holdout_of_no_samples():
+    empty = stratified_subset(np.array([], dtype=np.int64), 0, seed=0)
+    assert empty.dtype == np.int64 and empty.shape == (0,)
+    rest, held = holdout(np.array([], dtype=np.int64), 0, seed=0)
+    assert rest.dtype == held.dtype == np.int64 and rest.shape == held.shape == (0,)
+    none = stratified_subset(np.array([3, 1, 3]), 0, seed=0)
+    assert none.dtype == np.int64 and none.shape == (0,)

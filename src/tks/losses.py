@@ -149,36 +149,36 @@ def tks_loss(
         Scalar loss.
     """
     check_per_step(logits, target)
-    if not temperature > 0 or not student_temperature > 0:
-        raise ValueError(f"temperatures must be > 0, got {temperature} and {student_temperature}")
+    # The options check every choice and temperature, for a call as for a config: one place, one ConfigError.
+    TKSOptions(
+        temperature=temperature,
+        teacher=teacher,
+        detach_teacher=detach_teacher,
+        teacher_target=teacher_target,
+        student=student,
+        student_temperature=student_temperature,
+        teacher_source=teacher_source,
+    )
     num_classes = logits.shape[-1]
     if teacher_source == "label":
         reference = target
-    elif teacher_source == "consensus":
-        reference = logits.detach().mean(0).argmax(-1)  # [B]: the ensemble's own prediction stands in for y
-    else:
-        raise ValueError(f"teacher_source must be 'label' or 'consensus', got {teacher_source!r}")
+    else:  # consensus: the ensemble's own prediction [B] stands in for y
+        reference = logits.detach().mean(0).argmax(-1)
     correct = logits.argmax(-1) == reference  # [T, B]
     z = (logits * correct.unsqueeze(-1).to(logits.dtype)).sum(0)  # [B, K]; zeros where no step is correct
     num_correct = correct.sum(0)  # [B]
     if teacher == "mean":
         z = z / num_correct.clamp_min(1).unsqueeze(-1).to(z.dtype)
-    elif teacher != "sum":
-        raise ValueError(f"teacher must be 'sum' or 'mean', got {teacher!r}")
     if detach_teacher:
         z = z.detach()
     if teacher_target == "softmax":
         p_teacher = torch.softmax(z / temperature, dim=-1)  # softmax(0) is already uniform
-    elif teacher_target == "logits":
+    else:  # logits: Z itself, 1/K where no step is correct (Eq. 6 read literally)
         p_teacher = torch.where((num_correct > 0).unsqueeze(-1), z, torch.full_like(z, 1.0 / num_classes))
-    else:
-        raise ValueError(f"teacher_target must be 'softmax' or 'logits', got {teacher_target!r}")
     if student == "per_step":
         log_q = torch.log_softmax(logits / student_temperature, dim=-1)  # [T, B, K]
-    elif student == "mean":
+    else:  # mean: the time-averaged output is the one student
         log_q = torch.log_softmax(logits.mean(0) / student_temperature, dim=-1).unsqueeze(0)  # [1, B, K]
-    else:
-        raise ValueError(f"student must be 'per_step' or 'mean', got {student!r}")
     soft_ce = -(p_teacher * log_q).sum(-1)  # [T, B]: summed over classes
     return temperature**2 * soft_ce.mean()  # mean over B then T (equal-sized groups, so one mean)
 
@@ -232,8 +232,14 @@ def strong_weak_loss(
     """
     if logits.dim() != 3:
         raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    # The options check every choice and the temperature, for a call as for a config (ConfigError).
+    StrongWeakOptions(
+        direction=direction,
+        temperature=temperature,
+        selection=selection,
+        detach_teacher=detach_teacher,
+        scale_t2=scale_t2,
+    )
     steps, batch, classes = logits.shape
     log_q = torch.log_softmax(logits / temperature, dim=-1)  # [T, B, K]
     with torch.no_grad():  # which step teaches is a discrete choice: no gradient through it
@@ -241,8 +247,6 @@ def strong_weak_loss(
         confidence = torch.softmax(wide, dim=-1).amax(-1)  # [T, B]
         if selection == "batch":
             confidence = confidence.mean(1, keepdim=True).expand(steps, batch)  # one choice for the whole batch
-        elif selection != "sample":
-            raise ValueError(f"selection must be 'batch' or 'sample', got {selection!r}")
 
     def kl(teacher: Tensor, student: Tensor) -> Tensor:  # log-probabilities [..., B, K] -> KL per sample [..., B]
         if detach_teacher:
@@ -263,10 +267,8 @@ def strong_weak_loss(
             term = kl(strong, weak).mean()
         elif direction == "weak2strong":
             term = kl(weak, strong).mean()
-        elif direction == "both":
+        else:  # both
             term = kl(strong, weak).mean() + kl(weak, strong).mean()
-        else:
-            raise ValueError(f"direction must be 'weak2strong', 'strong2weak', 'both' or 'cascade', got {direction!r}")
     return term * temperature**2 if scale_t2 else term
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tks.config.schema import Config, ConfigError
+from tks.config.schema import Config, ConfigError, check_choice
 from tks.errors import TKSWarning
 
 MOVED_KEYS = {
@@ -182,10 +182,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, key)
     if origin is Literal:
-        if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}{hint}")
+        check_choice(key, value, args)
         return value
     if origin is dict:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):

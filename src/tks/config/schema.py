@@ -8,7 +8,11 @@ nested dataclass), ``optim`` and ``run``. The defaults of ``Config()`` are the q
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import re
+import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +26,27 @@ class ConfigError(TKSError, ValueError):
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def check_choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """Refuse a value that is none of a ``Literal``'s choices: ``ConfigError`` naming the key and a close match."""
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}{hint}")
+
+
+@functools.cache
+def _choices_of(cls: type) -> dict[str, tuple[Any, ...]]:
+    """The ``Literal`` fields of a dataclass and their choices."""
+    hints = typing.get_type_hints(cls)
+    return {name: typing.get_args(tp) for name, tp in hints.items() if typing.get_origin(tp) is Literal}
+
+
+def _check_choices(options: object, section: str) -> None:
+    """Every ``Literal`` field of ``options`` holds one of its choices (built in Python, not only from YAML)."""
+    for name, choices in _choices_of(type(options)).items():
+        check_choice(f"{section}.{name}", getattr(options, name), choices)
 
 
 @dataclass(frozen=True)
@@ -183,6 +208,7 @@ class TKSOptions:
     agreeing with the time-averaged prediction (``consensus``)."""
 
     def __post_init__(self) -> None:
+        _check_choices(self, "loss.tks")
         _require(0.0 <= self.alpha <= 1.0, f"loss.tks.alpha must be in [0, 1], got {self.alpha}")
         _require(self.temperature > 0.0, f"loss.tks.temperature must be > 0, got {self.temperature}")
         _require(
@@ -218,6 +244,7 @@ class StrongWeakOptions:
     """Multiply the term by a^2, as Hinton's distillation does (paper: no)."""
 
     def __post_init__(self) -> None:
+        _check_choices(self, "loss.strong_weak")
         _require(self.temperature > 0.0, f"loss.strong_weak.temperature must be > 0, got {self.temperature}")
         _require(self.weight >= 0.0, f"loss.strong_weak.weight must be >= 0, got {self.weight}")
 
