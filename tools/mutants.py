@@ -46,7 +46,13 @@ TARGETS = {
     "metrics": Target(("src/tks/metrics.py",), ("tests/test_metrics.py",)),
     "snn": Target(
         ("src/tks/snn/*",),
-        ("tests/test_neuron.py", "tests/test_surrogate.py", "tests/test_kernel_boundaries.py"),
+        (
+            "tests/test_neuron.py",
+            "tests/test_surrogate.py",
+            "tests/test_kernel_boundaries.py",
+            "tests/test_triton_lif.py",
+            "tests/test_third_party.py",
+        ),
     ),
     "checkpoint": Target(
         ("src/tks/checkpoint.py",), ("tests/test_engine.py", "tests/test_training.py", "tests/test_resume_random.py")
@@ -56,13 +62,13 @@ TARGETS = {
         ("tests/test_validation_split.py", "tests/test_data.py", "tests/test_data_events.py"),
     ),
     "encoding": Target(("src/tks/data/encoding.py",), ("tests/test_data.py", "tests/test_engine.py")),
-    "folders": Target(("src/tks/sweep/folders.py",), ("tests/test_sweep.py",)),
+    "folders": Target(("src/tks/sweep/folders.py",), ("tests/test_sweep_folders.py", "tests/test_sweep.py")),
     "export": Target(("src/tks/export.py",), ("tests/test_export.py", "tests/test_nir_interop.py")),
 }
 """What ``python tools/mutants.py NAME`` mutates, and the tests it runs against each mutant."""
 
-SHARED = ("README.md", "docs", "configs")
-"""Files beside src/ and tests/ that tests read (the README's tables, the docs, the recipes)."""
+SHARED = ("README.md", "docs", "configs", "studies", "results", "examples", "benchmarks")
+"""Files beside src/ and tests/ that tests read (the README, docs, recipes, sweep files, committed results)."""
 
 OUTCOMES = ("killed", "timeout", "survived", "no tests", "skipped", "suspicious", "segfault", "not checked")
 
