@@ -39,6 +39,8 @@ class Target:
 
     sources: tuple[str, ...]
     tests: tuple[str, ...]
+    skip: str = ""
+    """A ``pytest -k`` expression of tests left out, with the reason in TARGETS."""
 
 
 TARGETS = {
@@ -53,6 +55,8 @@ TARGETS = {
             "tests/test_triton_lif.py",
             "tests/test_third_party.py",
         ),
+        # the two tests that torch.compile the neuron fail under mutmut alone: dynamo breaks on its trampolines
+        skip="not graph_breaks and not through_the_triton_path",
     ),
     "checkpoint": Target(
         ("src/tks/checkpoint.py",), ("tests/test_engine.py", "tests/test_training.py", "tests/test_resume_random.py")
@@ -88,6 +92,7 @@ markers = ["slow: a long end-to-end test"]
 source_paths = ["src/tks"]
 only_mutate = {strings(target.sources)}
 pytest_add_cli_args_test_selection = {strings(target.tests)}
+pytest_add_cli_args = {strings(("-k", target.skip) if target.skip else ())}
 also_copy = {strings(SHARED)}
 # torch is not safe to fork after its threads have started: fork each mutant from a server process instead
 process_isolation = "forkserver"

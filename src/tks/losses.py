@@ -149,11 +149,11 @@ def tks_loss(
         Scalar loss.
     """
     check_per_step(logits, target)
-    # The options check every choice and temperature, for a call as for a config: one place, one ConfigError.
+    # The options check every choice and temperature, for a call as for a config: one place, one ConfigError
+    # (detach_teacher, a bool, has nothing to check).
     TKSOptions(
         temperature=temperature,
         teacher=teacher,
-        detach_teacher=detach_teacher,
         teacher_target=teacher_target,
         student=student,
         student_temperature=student_temperature,
@@ -233,13 +233,7 @@ def strong_weak_loss(
     if logits.dim() != 3:
         raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
     # The options check every choice and the temperature, for a call as for a config (ConfigError).
-    StrongWeakOptions(
-        direction=direction,
-        temperature=temperature,
-        selection=selection,
-        detach_teacher=detach_teacher,
-        scale_t2=scale_t2,
-    )
+    StrongWeakOptions(direction=direction, temperature=temperature, selection=selection)
     steps, batch, classes = logits.shape
     log_q = torch.log_softmax(logits / temperature, dim=-1)  # [T, B, K]
     with torch.no_grad():  # which step teaches is a discrete choice: no gradient through it
