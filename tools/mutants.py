@@ -2,8 +2,8 @@
 
 For each module it makes a work folder ``.mutants/<name>/`` (a copy of ``src/`` and ``tests/`` with a
 ``pyproject.toml`` that names the module and the tests that cover it), runs ``mutmut run`` there, and counts the
-mutants by outcome. The score is killed / (killed + survived + no tests), with timeouts counted as killed (the
-tests noticed), and a second score that leaves out the mutants ``tools/equivalent_mutants.txt`` lists as
+mutants by outcome. The score is killed / (killed + survived + no tests), with timeouts and segfaults counted as
+killed (the tests noticed), and a second score that leaves out the mutants ``tools/equivalent_mutants.txt`` lists as
 equivalent (a change no test can see, with the reason). Nothing is asserted: the figures go to docs/testing.md.
 
 Examples:
@@ -142,7 +142,7 @@ def equivalent_mutants() -> dict[str, str]:
 def score(results: dict[str, str], equivalent: dict[str, str]) -> dict[str, object]:
     """Counts by outcome and the two scores (in percent) of one target."""
     counts = Counter(results.values())
-    killed = counts["killed"] + counts["timeout"]
+    killed = counts["killed"] + counts["timeout"] + counts["segfault"]  # a crash is noticed too
     missed = [m for m, o in results.items() if o in ("survived", "no tests")]
     judged = killed + len(missed)
     left = [m for m in missed if m not in equivalent]
@@ -204,7 +204,7 @@ def table(summaries: list[dict[str, object]]) -> str:
     ]
     for s in summaries:
         c = s["counts"]
-        killed = c.get("killed", 0) + c.get("timeout", 0)
+        killed = c.get("killed", 0) + c.get("timeout", 0) + c.get("segfault", 0)
         rows.append(
             f"| {s['target']} | {s['mutants']} | {killed} | {c.get('survived', 0)} | {c.get('no tests', 0)} | "
             f"{len(s['equivalent'])} | {s['score']}% | {s['score_without_equivalent']}% | {s['seconds']} s |"
