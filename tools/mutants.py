@@ -41,6 +41,9 @@ class Target:
     tests: tuple[str, ...]
     skip: str = ""
     """A ``pytest -k`` expression of tests left out, with the reason in TARGETS."""
+    mutants: tuple[str, ...] = ()
+    """Mutant name patterns (``mutmut run`` arguments, ``*`` wildcards) to test, where only some functions of a
+    module are in scope; empty: every mutant of ``sources``."""
 
 
 TARGETS = {
@@ -141,6 +144,7 @@ def equivalent_mutants() -> dict[str, str]:
 
 def score(results: dict[str, str], equivalent: dict[str, str]) -> dict[str, object]:
     """Counts by outcome and the two scores (in percent) of one target."""
+    results = {m: o for m, o in results.items() if o != "not checked"}  # out of the target's scope (``mutants``)
     counts = Counter(results.values())
     killed = counts["killed"] + counts["timeout"] + counts["segfault"]  # a crash is noticed too
     missed = [m for m, o in results.items() if o in ("survived", "no tests")]
@@ -163,7 +167,7 @@ def run(name: str, target: Target, children: int, survivors: bool) -> dict[str, 
     log = folder / "mutmut.log"
     with open(log, "w", encoding="utf-8") as out:  # mutmut's progress line is long: keep it out of the terminal
         done = subprocess.run(
-            [sys.executable, "-m", "mutmut", "run", "--max-children", str(children)],
+            [sys.executable, "-m", "mutmut", "run", "--max-children", str(children), *target.mutants],
             cwd=folder,
             stdout=out,
             stderr=subprocess.STDOUT,
