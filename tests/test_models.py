@@ -10,7 +10,7 @@ from tks.models import count_parameters, create_model, list_models
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck, connect_function
 from tks.preflight import activation_bytes
 from tks.snn import make_neuron
-from tks.snn.layers import TEBN, make_norm
+from tks.snn.layers import make_norm
 
 # (in_channels, input size) small enough for a CPU test, large enough for every pooling stage
 SIZES = {
@@ -102,18 +102,6 @@ def test_tebn_model_runs_at_fewer_steps_and_refuses_more():
         assert model(inputs("vgg_snn", steps)).shape == (steps, 2, 10)
     with pytest.raises(StepsError, match="built for at most 4 time steps.*cannot run at T=5"):
         model(inputs("vgg_snn", 5))
-
-
-def test_tebn_is_bn_over_time_and_batch_times_a_per_step_scale():
-    layer = TEBN(3, max_steps=4)
-    with torch.no_grad():
-        layer.scale.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    x = torch.randn(4, 5, 3, 2, 2)
-    bn = torch.nn.BatchNorm2d(3)
-    expected = bn(x.flatten(0, 1)).unflatten(0, (4, 5)) * torch.tensor([1.0, 2, 3, 4]).view(4, 1, 1, 1, 1)
-    torch.testing.assert_close(layer(x), expected)
-    torch.testing.assert_close(layer.bn.running_mean, bn.running_mean)
-    assert layer(x[:2]).shape == (2, 5, 3, 2, 2)  # the first two scales
 
 
 def test_tdbn_initialisation_is_alpha_times_threshold():

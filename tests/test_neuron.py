@@ -514,3 +514,126 @@ def test_the_kernel_backward_writes_no_zero_gradient_for_the_internal_membrane()
     fills = [e.key for e in prof.key_averages() if e.key in ("aten::fill_", "aten::zero_", "aten::zeros")]
     assert fills == []  # autograd used to fill a zero tensor of x's size for the membrane output it never uses
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_make_neuron_defaults_are_the_official_neuron():
+    lif = make_neuron()()
+    assert (lif.tau, lif.v_threshold, lif.detach_reset, lif.engine) == (2.0, 0.5, True, "tks")
+    assert lif.surrogate == make_surrogate("piecewise_quadratic", 2.0)
+
+
+def test_make_neuron_passes_every_setting_to_the_neuron():
+    lif = make_neuron("autograd", tau=1.7, v_threshold=0.3, surrogate="atan", surrogate_alpha=1.3, detach_reset=False)()
+    assert (lif.tau, lif.v_threshold, lif.detach_reset, lif.engine) == (1.7, 0.3, False, "autograd")
+    assert lif.surrogate == ATan(alpha=1.3)
+
+
+def test_lif_step_detaches_the_reset_unless_told():
+    from tks.snn.lif import lif_step
+
+    def input_gradient(**detach):
+        x = torch.tensor([[0.9], [0.8], [0.7]], dtype=torch.float64, requires_grad=True)
+        v, total = torch.zeros(1, dtype=torch.float64), 0
+        for x_t in x:  # fires at the first step, so the reset takes part in the later ones
+            spikes, v = lif_step(v, x_t, tau=2.0, v_threshold=0.4, surrogate=PQ2, **detach)
+            total = total + spikes.sum() + v.sum()
+        total.backward()
+        return x.grad
+
+    assert torch.equal(input_gradient(), input_gradient(detach_reset=True))
+    assert not torch.equal(input_gradient(), input_gradient(detach_reset=False))
+
+
+def test_autograd_engine_runs_the_reference_with_the_neurons_settings(monkeypatch):
+    from tks.snn.backends import fused
+
+    monkeypatch.setattr(fused, "lif_fused", lambda *args: pytest.fail("engine 'autograd' ran the fused kernels"))
+    x = torch.rand(6, 3, 50, dtype=torch.float64)
+    atan = ATan(alpha=1.3)
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    spikes = LIF(tau=1.7, v_threshold=0.3, surrogate=atan, detach_reset=False, engine="autograd")(a)
+    expected, _ = lif_reference(b, tau=1.7, v_threshold=0.3, surrogate=atan, detach_reset=False)
+    assert torch.equal(spikes, expected)
+    spikes.sum().backward()
+    expected.sum().backward()
+    assert torch.equal(a.grad, b.grad)
+    assert not torch.equal(expected, lif_reference(x, surrogate=atan)[0])  # the settings matter for this input
+
+
+@needs_spikingjelly
+def test_spikingjelly_engine_runs_spikingjellys_node_which_fires_at_threshold():
+    x = torch.full((2, 1, 3), 1.0)  # H_1 = 1.0 / tau = 0.5: exactly at the threshold
+    assert LIF(engine="spikingjelly")(x)[0].tolist() == [[1.0, 1.0, 1.0]]  # SpikingJelly fires at >=
+    assert LIF(engine="tks")(x)[0].tolist() == [[0.0, 0.0, 0.0]]  # the official neuron at >
+
+
+@needs_spikingjelly
+def test_spikingjelly_node_has_the_neurons_settings():
+    from importlib import metadata
+
+    from tks.snn.backends import spikingjelly
+
+    node = spikingjelly.build_node(1.7, 0.3, ATan(alpha=1.3), False)
+    assert (node.tau, node.v_threshold, node.v_reset, node.decay_input) == (1.7, 0.3, 0.0, True)
+    assert (node.detach_reset, node.step_mode) == (False, "m")
+    assert type(node.surrogate_function).__name__ == "ATan" and node.surrogate_function.alpha == 1.3
+    assert spikingjelly.version() == metadata.version("spikingjelly")
+
+
+def test_spikingjelly_engine_refuses_a_surrogate_it_lacks():
+    from tks.snn.backends import spikingjelly
+    from tks.snn.lif import NeuronError
+
+    with pytest.raises(NeuronError) as caught:
+        spikingjelly.build_node(2.0, 0.5, Triangle(), True)
+    assert str(caught.value) == (
+        "neuron engine 'spikingjelly' has no surrogate 'triangle' (it has piecewise_quadratic, atan); "
+        "use engine 'tks' or 'autograd' for a surrogate of your own"
+    )
+
+
+@needs_spikingjelly
+def test_spikingjelly_without_its_surrogates_names_the_engine(monkeypatch):
+    import sys
+
+    from tks.extras import MissingExtraError
+    from tks.snn.backends import spikingjelly
+
+    monkeypatch.setitem(sys.modules, "spikingjelly.activation_based.surrogate", None)
+    with pytest.raises(MissingExtraError, match="^neuron engine 'spikingjelly': "):
+        spikingjelly.build_node(2.0, 0.5, PQ2, True)
+
+
+def test_surrogate_subclasses_run_in_the_kernels_only_when_they_say_so():
+    # Defined here, not at import: the check runs when a class is made (Surrogate.__init_subclass__).
+    @dataclass(frozen=True)
+    class Steeper(ATan):
+        name: str = "steeper"
+
+        def derivative(self, x):
+            return 3.0 * super().derivative(x)
+
+    @dataclass(frozen=True)
+    class Declared(ATan):
+        name: str = "declared"
+        kernel: ClassVar[str | None] = "atan"
+
+    assert Steeper.kernel is None and Declared.kernel == "atan" and ATan.kernel == "atan"
+    cpu = torch.device("cpu")
+    assert choose_backend(cpu, torch.float32, "tks", Steeper()) == "autograd"
+    assert choose_backend(cpu, torch.float32, "tks", Declared()) == choose_backend(cpu, torch.float32, "tks", ATan())
+
+
+def test_a_surrogate_without_alpha_is_allowed_and_alpha_is_checked():
+    from tks.snn.surrogate import Surrogate, SurrogateError
+
+    @dataclass(frozen=True)
+    class Box(Surrogate):
+        name: str = "box"
+
+        def derivative(self, x):
+            return (x.abs() < 0.5).to(x.dtype)
+
+    assert Box().kernel is None
+    with pytest.raises(SurrogateError, match="surrogate alpha must be > 0, got 0.0"):
+        ATan(alpha=0.0)

@@ -53,6 +53,9 @@ TARGETS = {
         ("src/tks/snn/*",),
         (
             "tests/test_neuron.py",
+            "tests/test_backends.py",
+            "tests/test_layers.py",
+            "tests/test_stateful.py",
             "tests/test_surrogate.py",
             "tests/test_kernel_boundaries.py",
             "tests/test_triton_lif.py",
