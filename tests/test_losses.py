@@ -5,6 +5,7 @@ import os
 import re
 import warnings
 from dataclasses import fields, replace
+from functools import partial
 
 import pytest
 import torch
@@ -405,7 +406,9 @@ def test_strong_weak_is_finite_nonnegative_and_batch_permutation_invariant(steps
             "loss.strong_weak.direction must be one of ['weak2strong', 'strong2weak', 'both', 'cascade'], got 'up'",
         ),
         ({"selection": "step"}, "loss.strong_weak.selection must be one of ['batch', 'sample'], got 'step'"),
-        ({"temperature": 0.0}, "loss.strong_weak.temperature must be > 0, got 0.0"),
+        ({"temperature": 0.0}, "loss.strong_weak.temperature must be finite and > 0, got 0.0"),
+        ({"temperature": float("inf")}, "loss.strong_weak.temperature must be finite and > 0, got inf"),
+        ({"temperature": float("nan")}, "loss.strong_weak.temperature must be finite and > 0, got nan"),
     ],
 )
 def test_strong_weak_refuses_each_bad_option_by_name(options, message):
@@ -478,9 +481,11 @@ def test_tks_loss_equals_its_equations_with_a_student_temperature(teacher, stude
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"temperature": 0.0}, "loss.tks.temperature must be > 0, got 0.0"),
-        ({"temperature": -1.0}, "loss.tks.temperature must be > 0, got -1.0"),
-        ({"student_temperature": 0.0}, "loss.tks.student_temperature must be > 0, got 0.0"),
+        ({"temperature": 0.0}, "loss.tks.temperature must be finite and > 0, got 0.0"),
+        ({"temperature": -1.0}, "loss.tks.temperature must be finite and > 0, got -1.0"),
+        ({"temperature": float("inf")}, "loss.tks.temperature must be finite and > 0, got inf"),
+        ({"student_temperature": 0.0}, "loss.tks.student_temperature must be finite and > 0, got 0.0"),
+        ({"student_temperature": float("inf")}, "loss.tks.student_temperature must be finite and > 0, got inf"),
         ({"teacher_source": "oracle"}, "loss.tks.teacher_source must be one of ['label', 'consensus'], got 'oracle'"),
         ({"teacher": "max"}, "loss.tks.teacher must be one of ['sum', 'mean'], got 'max'"),
         ({"teacher_target": "probs"}, "loss.tks.teacher_target must be one of ['softmax', 'logits'], got 'probs'"),
@@ -707,3 +712,44 @@ def test_cascade_keeps_time_order_among_many_equally_confident_steps():
     assert order == list(range(96))  # all tie: the ranking is time order
     expected = sum((q[a].exp() * (q[a] - q[b])).sum() for a, b in itertools.pairwise(order)) / 95
     torch.testing.assert_close(strong_weak_loss(logits, direction="cascade"), expected)
+
+
+LOSS_CALLS = {
+    "ce": mean_ce,
+    "ls": label_smoothing_ce,
+    "tet": tet_loss,
+    "tks": tks_loss,
+    "tks consensus": partial(tks_loss, teacher_source="consensus"),
+}
+
+
+@pytest.mark.parametrize("loss", list(LOSS_CALLS))
+@pytest.mark.parametrize("bad", [-1, 4, 100])
+def test_class_indices_outside_the_classes_are_refused_as_cross_entropy_does(loss, bad):
+    logits = torch.randn(2, 3, 4)
+    target = torch.tensor([0, bad, 3])
+    with pytest.raises(IndexError):  # what cross-entropy does with such a target
+        torch.nn.functional.cross_entropy(logits[0], target)
+    message = f"target holds class index {bad}, outside [0, 4) for logits of 4 classes"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LOSS_CALLS[loss](logits, target)
+
+
+@pytest.mark.parametrize("loss", list(LOSS_CALLS))
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 0, 4), (2, 3, 0)])
+def test_logits_without_steps_samples_or_classes_are_refused(loss, shape):
+    message = f"logits [T, B, K] need at least one step, sample and class, got shape {shape}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        LOSS_CALLS[loss](torch.randn(shape), torch.zeros(shape[1], dtype=torch.long))
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4), (2, 0, 4), (2, 3, 0)])
+def test_strong_weak_refuses_empty_logits(shape):
+    with pytest.raises(ValueError, match=r"^logits \[T, B, K\] need at least one step, sample and class"):
+        strong_weak_loss(torch.randn(shape))
+
+
+def test_the_last_class_index_is_accepted():
+    logits = torch.randn(2, 3, 4)
+    for loss in LOSS_CALLS.values():
+        assert torch.isfinite(loss(logits, torch.tensor([0, 3, 3])))

@@ -71,3 +71,26 @@ def check_per_step(logits: Any, target: Any) -> None:
         if target.dim() == 1 and target.shape[0] == logits.shape[0]:  # [B, T, K], as batch-first code returns
             hint = "; these logits look batch-first [B, T, K]: tks is time-major, pass logits.transpose(0, 1)"
         raise ValueError(f"target must be [B] = [{logits.shape[1]}], got shape {tuple(target.shape)}{hint}")
+
+
+def check_logits(logits: Any) -> None:
+    """Raise a clear ``ValueError`` unless ``logits`` is ``[T, B, K]`` with T, B and K all at least 1."""
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
+    if 0 in logits.shape:
+        raise ValueError(f"logits [T, B, K] need at least one step, sample and class, got shape {tuple(logits.shape)}")
+
+
+def check_loss_inputs(logits: Any, target: Any) -> None:
+    """``check_per_step`` and ``check_logits``, and class indices in ``[0, K)``, as cross-entropy demands.
+
+    Without the range check a loss built from masks (TKS's correct steps) would give an out-of-range sample the
+    uniform teacher and return a number, where ``F.cross_entropy`` raises. One device sync per call.
+    """
+    check_per_step(logits, target)
+    check_logits(logits)
+    classes = logits.shape[-1]
+    outside = (target < 0) | (target >= classes)
+    if bool(outside.any()):
+        first = target[outside][0].item()
+        raise ValueError(f"target holds class index {first}, outside [0, {classes}) for logits of {classes} classes")

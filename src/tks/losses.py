@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tks.config import LabelSmoothingOptions, LossConfig, StrongWeakOptions, TETOptions, TKSOptions
-from tks.errors import OptionError, TKSWarning, check_per_step, user_stacklevel
+from tks.errors import OptionError, TKSWarning, check_logits, check_loss_inputs, user_stacklevel
 from tks.registry import Registry, check_options, parameters
 
 __all__ = [
@@ -62,7 +62,7 @@ def mean_ce(logits: Tensor, target: Tensor) -> Tensor:
         logits: ``[T, B, K]``.
         target: ``[B]`` class indices.
     """
-    check_per_step(logits, target)
+    check_loss_inputs(logits, target)
     return F.cross_entropy(logits.mean(0), target)
 
 
@@ -77,7 +77,7 @@ def label_smoothing_ce(logits: Tensor, target: Tensor, *, smoothing: float = Lab
         target: ``[B]`` class indices.
         smoothing: eps in [0, 1).
     """
-    check_per_step(logits, target)
+    check_loss_inputs(logits, target)
     return F.cross_entropy(logits.mean(0), target, label_smoothing=smoothing)
 
 
@@ -93,7 +93,7 @@ def tet_loss(logits: Tensor, target: Tensor, *, lamb: float = TETOptions.lamb, p
         lamb: weight lambda of the MSE regulariser (official 1e-3; 0 gives SpikingJelly's and BrainCog's TET).
         phi: the constant the outputs are pulled towards (official 1.0).
     """
-    check_per_step(logits, target)
+    check_loss_inputs(logits, target)
     steps = logits.shape[0]
     per_step_ce = F.cross_entropy(logits.flatten(0, 1), target.repeat(steps))  # mean over T and B
     mse = (logits - phi).square().mean()
@@ -148,7 +148,7 @@ def tks_loss(
     Returns:
         Scalar loss.
     """
-    check_per_step(logits, target)
+    check_loss_inputs(logits, target)
     # The options check every choice and temperature, for a call as for a config: one place, one ConfigError
     # (detach_teacher, a bool, has nothing to check).
     TKSOptions(
@@ -230,8 +230,7 @@ def strong_weak_loss(
     Returns:
         Scalar loss, >= 0.
     """
-    if logits.dim() != 3:
-        raise ValueError(f"logits must be [T, B, K], got shape {tuple(logits.shape)}")
+    check_logits(logits)
     # The options check every choice and the temperature, for a call as for a config (ConfigError).
     StrongWeakOptions(direction=direction, temperature=temperature, selection=selection)
     steps, batch, classes = logits.shape

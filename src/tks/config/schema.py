@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import re
 import typing
 from collections.abc import Sequence
@@ -210,10 +211,12 @@ class TKSOptions:
     def __post_init__(self) -> None:
         _check_choices(self, "loss.tks")
         _require(0.0 <= self.alpha <= 1.0, f"loss.tks.alpha must be in [0, 1], got {self.alpha}")
-        _require(self.temperature > 0.0, f"loss.tks.temperature must be > 0, got {self.temperature}")
         _require(
-            self.student_temperature > 0.0,
-            f"loss.tks.student_temperature must be > 0, got {self.student_temperature}",
+            0.0 < self.temperature < math.inf, f"loss.tks.temperature must be finite and > 0, got {self.temperature}"
+        )
+        _require(
+            0.0 < self.student_temperature < math.inf,
+            f"loss.tks.student_temperature must be finite and > 0, got {self.student_temperature}",
         )
         _require(0.0 <= self.smoothing < 1.0, f"loss.tks.smoothing must be in [0, 1), got {self.smoothing}")
 
@@ -245,8 +248,11 @@ class StrongWeakOptions:
 
     def __post_init__(self) -> None:
         _check_choices(self, "loss.strong_weak")
-        _require(self.temperature > 0.0, f"loss.strong_weak.temperature must be > 0, got {self.temperature}")
-        _require(self.weight >= 0.0, f"loss.strong_weak.weight must be >= 0, got {self.weight}")
+        _require(
+            0.0 < self.temperature < math.inf,
+            f"loss.strong_weak.temperature must be finite and > 0, got {self.temperature}",
+        )
+        _require(0.0 <= self.weight < math.inf, f"loss.strong_weak.weight must be finite and >= 0, got {self.weight}")
 
 
 BUILTIN_LOSSES = ("ce", "ls", "tet", "tks", "strong_weak")

@@ -122,7 +122,8 @@ def describe_backends(engine: str = "tks", surrogate: Surrogate | None = None) -
         lines.append("  cpu_kernel, triton: off (TKS_LIF_KERNEL=0)")
     else:
         library = cpu_kernel.load_lif_kernel()
-        built = f"built, {library._name}; {torch.get_num_threads()} threads" if library else "not built (see the warning)"
+        threads = torch.get_num_threads()
+        built = f"built, {library._name}; {threads} threads" if library is not None else "not built (see the warning)"
         lines.append(f"  cpu_kernel: {built}")
         kernels = fused.triton_kernels()
         lines.append(f"  triton: {'triton ' + metadata.version('triton') if kernels is not None else 'no triton'}")
