@@ -313,3 +313,25 @@ def test_selected_model_of_real_runs(digits_runs):
         assert m["selected_on"] == "test"  # no validation split: chosen on the test set, as the official code
         assert top1[label] == f"{100 * m['selected']['top1']:.2f}"
     assert "the best test top-1, which makes the test numbers optimistic (2 runs)" in table
+
+
+def test_runs_repeating_a_seed_count_once_with_a_warning(tmp_path):
+    """A seed loop run twice: {0, 0, 1} is two seeds, and the other method's seed 0 is paired once."""
+    fake_run(tmp_path, "ce0", seed=0, metrics={"top1": 0.80})
+    fake_run(tmp_path, "ce0_copy", seed=0, metrics={"top1": 0.70})
+    fake_run(tmp_path, "ce1", seed=1, metrics={"top1": 0.90})
+    fake_run(tmp_path, "tks0", loss="tks", seed=0, metrics={"top1": 0.95})
+    fake_run(tmp_path, "tks1", loss="tks", seed=1, metrics={"top1": 0.91})
+    with pytest.warns(TKSWarning) as caught:
+        groups = group_runs(read_runs([tmp_path]))
+    (warning,) = caught
+    copy, first = tmp_path / "ce0_copy", tmp_path / "ce0"
+    assert str(warning.message) == f"{copy} repeats seed 0 of Baseline ({first}): counted once, from {first}"
+    baseline = groups[0]
+    assert baseline.seeds == [0, 1] and [r.path.name for r in baseline.runs] == ["ce0", "ce1"]
+    assert table_rows(groups)[0].stats["top1"].mean == pytest.approx(85.0)  # 80 and 90, not the copy's 70
+    with pytest.warns(TKSWarning, match="repeats seed 0"):
+        text = compare_runs([tmp_path], paired="TKS")
+    row = next(line for line in text.splitlines() if "TKS − Baseline" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "2" and cells[3].startswith("+8.00 [")  # (95 - 80 + 91 - 90) / 2 over 2 pairs

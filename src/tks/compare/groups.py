@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from tks.compare.runs import METRICS, Run
 from tks.config import TKS_VARIANT_FIELDS, Config, LossConfig, StrongWeakOptions, TKSOptions, flatten, to_dict
+from tks.errors import TKSWarning
 
 # Method labels of loss.name, in the paper's row order (Table 4); strong_weak is named by its direction.
 METHOD_LABELS = {"ce": "Baseline", "ls": "LS", "tet": "TET", "tks": "TKS"}
@@ -123,8 +125,26 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
             departures = [k for k in differing if repr(setting.get(k)) != repr(_DEFAULTS.get(k))]
             suffix = ", ".join(f"{k}={setting.get(k)}" for k in departures)
             name = f"{label} ({suffix})" if suffix else label
-            groups.append(Group(dataset, model, steps, name, tuple(sorted(members, key=lambda r: r.seed))))
+            groups.append(Group(dataset, model, steps, name, one_run_per_seed(members, name)))
     return sorted(groups, key=lambda g: (g.block, _method_rank(g.method), g.method))
+
+
+def one_run_per_seed(runs: Sequence[Run], method: str) -> tuple[Run, ...]:
+    """The runs sorted by seed, one per seed: the first folder by path of each seed, with a warning for the others.
+
+    Two runs of one experiment with the same seed (a seed loop run twice, a copied folder) are not independent
+    repetitions: counting both would shrink the standard deviation and pair one run of another method twice.
+    """
+    kept: dict[int, Run] = {}
+    for run in sorted(runs, key=lambda r: (r.seed, str(r.path))):
+        first = kept.setdefault(run.seed, run)
+        if first is not run:
+            warnings.warn(
+                f"{run.path} repeats seed {run.seed} of {method} ({first.path}): counted once, from {first.path}",
+                TKSWarning,
+                stacklevel=3,
+            )
+    return tuple(kept.values())
 
 
 def _differing_settings(settings: list[dict[str, Any]]) -> list[str]:
