@@ -268,22 +268,44 @@ def _shape_after(module: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(module(torch.zeros(1, *shape)).shape[1:])
 
 
+def _pair(value: int | tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """A pooling setting as (height, width), as torch reads an int or a tuple."""
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
 def _pool_geometry(module: nn.Module, shape: tuple[int, ...], name: str) -> tuple[int, int, int]:
+    """The kernel, stride and padding of the square pooling that ``module`` is at input ``shape`` ([C, H, W]).
+
+    Raises:
+        ExportError: where NIR's pooling would compute something else: a window, stride or padding that is not
+            square, a divisor of its own, ceil_mode's partial window, padding not counted, or an adaptive pooling
+            that is no fixed pooling at this size.
+    """
     if isinstance(module, nn.AvgPool2d):
-        kernel, stride, padding = (
-            v if isinstance(v, int) else v[0]
-            for v in (module.kernel_size, module.stride or module.kernel_size, module.padding)
-        )
+        pairs = [_pair(v) for v in (module.kernel_size, module.stride or module.kernel_size, module.padding)]
+        if any(height != width for height, width in pairs):
+            raise ExportError(
+                f"layer {name!r}: NIR export takes square pooling; this layer's (kernel, stride, padding) are {pairs}"
+            )
+        (kernel, _), (stride, _), (padding, _) = pairs
         if padding and not module.count_include_pad:
             raise ExportError(f"layer {name!r}: NIR's pooling counts the zero padding; this layer leaves it out")
+        if module.divisor_override:
+            raise ExportError(
+                f"layer {name!r}: NIR's pooling divides by the window's size; this layer divides by "
+                f"{module.divisor_override}"
+            )
+        if module.ceil_mode and any((size + 2 * padding - kernel) % stride for size in shape[1:]):
+            raise ExportError(f"layer {name!r}: ceil_mode adds a partial window at this input size; NIR has none")
         return kernel, stride, padding
-    target = module.output_size if isinstance(module.output_size, int) else module.output_size[0]
     size = shape[1]
-    if shape[1] != shape[2] or size % target:
+    targets = {size if target is None else target for target in _pair(module.output_size)}
+    if shape[1] != shape[2] or len(targets) > 1 or size % min(targets):
         raise ExportError(
-            f"layer {name!r}: adaptive pooling of {shape[1]}x{shape[2]} to {target} is not a fixed "
+            f"layer {name!r}: adaptive pooling of {shape[1]}x{shape[2]} to {module.output_size} is not a fixed "
             "average pooling; export at an input size it divides"
         )
+    (target,) = targets
     return size // target, size // target, 0
 
 
