@@ -32,7 +32,7 @@ def test_per_step_batch_norm_takes_statistics_over_time_and_batch():
     torch.testing.assert_close(y, (x - mean) / torch.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize("steps", [1, 2, 3])
 def test_time_invariant_equals_per_step_on_every_input(steps):
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3)

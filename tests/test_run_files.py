@@ -125,7 +125,13 @@ def test_merge_reads_the_earlier_flat_layout(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("{not json", "cannot be read as JSON"), ("[1, 2]", "holds a JSON list, not an object")],
+    [
+        ("{not json", "cannot be read as JSON"),
+        ("[1, 2]", "holds a JSON array, not an object"),
+        ('{"top1": 0.5, "eval": 7}', 'its "eval" holds a JSON number, not an object of evaluations by checkpoint file'),
+        ('{"eval": [1]}', 'its "eval" holds a JSON array, not an object'),
+        ('{"eval": {"checkpoint.pt": null}}', "its \"eval\" entry 'checkpoint.pt' holds a JSON null, not an object"),
+    ],
 )
 def test_eval_refuses_a_broken_metrics_file_before_evaluating(tmp_path, content, message, capsys, monkeypatch):
     run_dir = train(tmp_path, 1)
@@ -135,6 +141,7 @@ def test_eval_refuses_a_broken_metrics_file_before_evaluating(tmp_path, content,
     assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"tks: error: {run_dir / 'metrics.json'}") and message in err and "\n" not in err
+    assert err.endswith("repair or move it away") or err.endswith("then retry")
     assert (run_dir / "metrics.json").read_text() == content  # left as it was
 
 

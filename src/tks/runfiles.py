@@ -98,8 +98,27 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         reason = exc.strerror if isinstance(exc, OSError) else " ".join(str(exc).split())
         raise RunFileError(f"{path} cannot be read as JSON ({reason}); repair or move it away, then retry") from None
     if not isinstance(data, dict):
-        raise RunFileError(f"{path} holds a JSON {type(data).__name__}, not an object; repair or move it away")
+        raise RunFileError(f"{path} holds a JSON {_json_kind(data)}, not an object; repair or move it away")
+    evaluations = data.get("eval", {})
+    if not isinstance(evaluations, dict):
+        raise RunFileError(
+            f'{path}: its "eval" holds a JSON {_json_kind(evaluations)}, not an object of evaluations by checkpoint '
+            "file; repair or move it away"
+        )
+    if "checkpoint" not in evaluations:  # (a flat entry naming its file: the layout before one entry per file)
+        for name, entry in evaluations.items():
+            if not isinstance(entry, dict):
+                raise RunFileError(
+                    f'{path}: its "eval" entry {name!r} holds a JSON {_json_kind(entry)}, not an object of metrics; '
+                    "repair or move it away"
+                )
     return data
+
+
+def _json_kind(value: Any) -> str:
+    """JSON's name for the kind of a decoded value (``object``, ``array``, ``number``, ...)."""
+    kinds = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def is_finished(metrics: dict[str, Any]) -> bool:
