@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import struct
 import tempfile
 import zipfile
 from collections.abc import Mapping
@@ -162,7 +163,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 f"refused {path}: the file holds objects other than tensors and plain data; not loaded, for safety"
             ) from None
         raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+    # what torch's readers raise on a file cut short or overwritten: its zip reader an OSError (EINVAL) for a file
+    # cut past its first 4 KiB, the unpickler a LookupError (KeyError, IndexError) for garbage opcodes, and a
+    # truncated file of the legacy format a struct.error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, LookupError, struct.error) as exc:
         raise CheckpointError(f"cannot read checkpoint {path} (corrupt or truncated?): {_first_line(exc)}") from None
     return CheckpointRecord.from_payload(payload, path)
 
