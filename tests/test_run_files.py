@@ -186,3 +186,18 @@ def test_eval_into_a_read_only_run_folder_is_refused_before_evaluating(tmp_path,
     capsys.readouterr()
     assert main(["eval", str(run_dir / "checkpoint.pt")]) == 2
     assert f"{run_dir} is read-only" in capsys.readouterr().err
+
+
+def test_eval_options_that_the_dataset_ignores_are_reported(tmp_path, capsys):
+    run_dir = train(tmp_path, 1)
+    capsys.readouterr()
+    argv = ["eval", str(run_dir / "checkpoint.pt"), "--event-steps", "rebin", "--data-root", str(tmp_path)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "tks: warning: --event-steps rebin is ignored: digits is not event data (its static input is the same at "
+        "every T)",
+        "tks: warning: --data-root is ignored: digits reads no data folder (its data ship with tks or a library)",
+    ]
+    assert main(["eval", str(run_dir / "checkpoint.pt")]) == 0
+    assert capsys.readouterr().err == ""  # nothing to report without them

@@ -77,11 +77,14 @@ def test_validation_split_of_digits_is_stratified_fixed_and_disjoint():
 
 
 def test_train_limit_draws_from_the_images_left_after_the_split():
-    limited = load_training_data(digits_cfg(val_size=300, train_limit=500, train_eval_size=1000))
+    limited = load_training_data(digits_cfg(val_size=300, train_limit=500, train_eval_size=500))
     held = set(dataset_indices(limited.val))
     train = dataset_indices(limited.train)
     assert len(train) == 500 and not set(train) & held
     assert set(dataset_indices(limited.train_eval)) == set(train)  # at most every image trained on
+    message = r"data.train_eval_size=501 is more than the 500 images trained on \(digits, after val_size and train_"
+    with pytest.raises(ConfigError, match=message):
+        load_training_data(digits_cfg(val_size=300, train_limit=500, train_eval_size=501))
     # without a split, train_limit keeps the subset it always had: the first of a fixed permutation
     old = torch.randperm(1437, generator=torch.Generator().manual_seed(0))[:500].tolist()
     assert dataset_indices(load_training_data(digits_cfg(train_limit=500)).train).tolist() == old

@@ -7,6 +7,7 @@ refuse (arguments, output files, memory for every T) before measuring anything.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -22,8 +23,9 @@ from tks.build import build_model, encoder, resolve_device
 from tks.checkpoint_model import LoadedModel, load_model
 from tks.config import Config, ConfigError
 from tks.data.loading import load_split, make_loader
+from tks.data.registry import DatasetInfo
 from tks.distributed import Dist
-from tks.errors import short_message
+from tks.errors import TKSWarning, short_message
 from tks.eval_options import EvalOptions
 from tks.inference import collect_features, predict
 from tks.metrics import DEFAULT_EXIT_THRESHOLDS, classification_metrics, early_exit_curve
@@ -82,6 +84,7 @@ def evaluate_checkpoint(
             f"model {cfg.model.name!r} has none"
         )
     steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
+    _warn_unused_options(options, info)
     rebin = info.kind == "events" and options.event_steps == "rebin"
     if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:
         raise ConfigError(
@@ -123,6 +126,23 @@ def evaluate_checkpoint(
         write_features(features_path, *collected)
     merge_evaluation(path.parent, path.name, loaded.epoch, evaluation)
     return result
+
+
+def _warn_unused_options(options: EvalOptions, info: DatasetInfo) -> None:
+    """A warning for each option that this dataset ignores, rather than silence."""
+    if options.event_steps == "rebin" and info.kind != "events":
+        warnings.warn(
+            f"--event-steps rebin is ignored: {info.name} is not event data (its {info.kind} input is the same "
+            "at every T)",
+            TKSWarning,
+            stacklevel=3,
+        )
+    if options.data_root is not None and not info.reads_root:
+        warnings.warn(
+            f"--data-root is ignored: {info.name} reads no data folder (its data ship with tks or a library)",
+            TKSWarning,
+            stacklevel=3,
+        )
 
 
 def _check_outputs(path: Path, features: bool) -> Path:

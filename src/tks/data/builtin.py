@@ -67,6 +67,7 @@ def _augmented(split: str, options: DataOptions) -> bool:
     input_size=(8, 8),
     classes=DIGITS,
     normalization=lambda options: digits_normalization(),  # on use: importing tks.data reads no file
+    reads_root=False,  # scikit-learn's copy
 )
 def _digits(split: str, root: str | None) -> Dataset:
     return digits(split)

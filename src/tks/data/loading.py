@@ -83,12 +83,12 @@ def load_training_data(cfg: DataConfig, progress: bool = False) -> TrainingData:
 
     In this order: ``val_size`` images are held out of the whole training split (``stratified_subset`` with its own
     fixed seed, so the same images for every run); ``train_limit`` then keeps a fixed random subset of the rest
-    (the same subset as before this option existed when ``val_size`` is None); ``train_eval_size`` images (at most
-    all) are finally drawn, stratified and fixed, from the images trained on. The validation and train-eval images
-    are read with the test transform (no augmentation).
+    (the same subset as before this option existed when ``val_size`` is None); ``train_eval_size`` images (no more
+    than are left) are finally drawn, stratified and fixed, from the images trained on. The validation and
+    train-eval images are read with the test transform (no augmentation).
 
     Raises:
-        ConfigError: when ``val_size`` leaves no training image.
+        ConfigError: when ``val_size`` leaves no training image, or ``train_eval_size`` asks for more than are left.
     """
     options = data_options(cfg, progress=progress)
     full, info = build_dataset(cfg.name, "train", cfg.root, options)
@@ -110,8 +110,13 @@ def load_training_data(cfg: DataConfig, progress: bool = False) -> TrainingData:
         trained = trained[_limit_order(len(trained))[: cfg.train_limit]]
     train_eval = None
     if cfg.train_eval_size is not None:
-        size = min(cfg.train_eval_size, len(trained))
-        train_eval = _Subset(clean, trained[stratified_subset(targets[trained], size, TRAIN_EVAL_SEED)], targets)
+        if cfg.train_eval_size > len(trained):  # measuring fewer than the config says would go unnoticed
+            raise ConfigError(
+                f"data.train_eval_size={cfg.train_eval_size} is more than the {len(trained)} images trained on "
+                f"({cfg.name}, after val_size and train_limit); set it to at most {len(trained)}, or null"
+            )
+        picked = stratified_subset(targets[trained], cfg.train_eval_size, TRAIN_EVAL_SEED)
+        train_eval = _Subset(clean, trained[picked], targets)
     train = full if len(trained) == len(full) else _Subset(full, trained, targets)
     return TrainingData(train, val, train_eval, info)
 

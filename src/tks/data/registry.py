@@ -44,6 +44,8 @@ class DatasetInfo:
     """The official training sampler: plain shuffling, or class-balanced draws with replacement (N-Caltech101)."""
     classes: tuple[str, ...] | None = None
     """The class names, label order, where known (the exported NIR graph carries them)."""
+    reads_root: bool = True
+    """Whether the loader reads ``data.root`` at all (False: the data ship with tks or a library, as digits)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,7 @@ def register_dataset(
     normalizations: Sequence[str] = ("dataset",),
     split_schemes: Sequence[str] = ("official",),
     normalization: Normalization | None = None,
+    reads_root: bool = True,
 ) -> Callable[[Loader], Loader]:
     """Register a dataset loader under ``name`` (a decorator; the loader is returned unchanged).
 
@@ -128,6 +131,8 @@ def register_dataset(
         split_schemes: likewise, of ``data.split``.
         normalization: ``(mean, std)`` per channel of the test inputs, if they are normalised, so that an exported
             model says what its input is; or a function of the ``DataOptions`` giving it.
+        reads_root: False when the loader never reads ``data.root`` (its data ship with it), so that a root given
+            for it is reported as ignored.
 
     Raises:
         RegistryError: when another loader already has the name.
@@ -141,7 +146,7 @@ def register_dataset(
         raise OptionError(f"dataset {name!r}: {len(classes)} class names for {num_classes} classes")
     size = (int(input_size[0]), int(input_size[1]))
     names = tuple(classes) if classes is not None else None
-    info = DatasetInfo(name, num_classes, in_channels, size, kind, needs_root, sampler, names)
+    info = DatasetInfo(name, num_classes, in_channels, size, kind, needs_root, sampler, names, reads_root)
 
     choices = (tuple(augments), tuple(normalizations), tuple(split_schemes), normalization)
     return DATASETS.decorator(name, lambda load: DatasetEntry(info, load, *choices))
