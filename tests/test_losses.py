@@ -348,11 +348,13 @@ def test_strong_weak_ties_go_to_the_earliest_step():
 def test_strong_weak_is_zero_when_all_steps_agree_or_t_is_one(direction, selection):
     one, _ = make_logits(steps=1, batch=8)
     same = one.expand(4, -1, -1).clone().requires_grad_()
-    value = strong_weak_loss(same, direction=direction, selection=selection)
-    assert value.item() == 0.0
-    value.backward()
-    torch.testing.assert_close(same.grad, torch.zeros_like(same), rtol=0, atol=1e-15)  # zero up to rounding
-    assert strong_weak_loss(one, direction=direction, selection=selection).item() == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TKSWarning)  # the term says it is 0 (tested below)
+        value = strong_weak_loss(same, direction=direction, selection=selection)
+        assert value.item() == 0.0
+        value.backward()
+        torch.testing.assert_close(same.grad, torch.zeros_like(same), rtol=0, atol=1e-15)  # zero up to rounding
+        assert strong_weak_loss(one, direction=direction, selection=selection).item() == 0.0
 
 
 def test_strong_weak_never_reads_the_labels():
@@ -392,10 +394,12 @@ def test_sample_selection_differs_from_batch_selection():
 def test_strong_weak_is_finite_nonnegative_and_batch_permutation_invariant(steps, batch, classes, seed, direction):
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(steps, batch, classes, generator=g, dtype=torch.float64) * 5
-    value = strong_weak_loss(logits, direction=direction)
-    assert torch.isfinite(value) and value >= 0
-    perm = torch.randperm(batch, generator=g)
-    torch.testing.assert_close(strong_weak_loss(logits[:, perm], direction=direction), value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TKSWarning)  # T=1 warns that the term is 0 (tested below)
+        value = strong_weak_loss(logits, direction=direction)
+        assert torch.isfinite(value) and value >= 0
+        perm = torch.randperm(batch, generator=g)
+        torch.testing.assert_close(strong_weak_loss(logits[:, perm], direction=direction), value)
 
 
 @pytest.mark.parametrize(
@@ -586,7 +590,8 @@ def test_strong_weak_ranks_low_precision_steps_by_their_float32_confidence():
     assert wide[1] > wide[0] and narrow[1] == narrow[0]  # the case this test is about
     # Ranked in bfloat16 the two would tie, both picks would fall on step 0 and the term would be exactly 0.
     assert strong_weak_loss(logits, direction="weak2strong") > 0
-    assert strong_weak_loss(logits[:1].expand(2, 1, 2), direction="weak2strong") == 0  # same step twice: 0
+    with pytest.warns(TKSWarning, match="every step of this batch is equally confident"):
+        assert strong_weak_loss(logits[:1].expand(2, 1, 2), direction="weak2strong") == 0  # same step twice: 0
 
 
 def test_tks_loss_module_takes_its_options_and_schedule():
@@ -753,3 +758,26 @@ def test_the_last_class_index_is_accepted():
     logits = torch.randn(2, 3, 4)
     for loss in LOSS_CALLS.values():
         assert torch.isfinite(loss(logits, torch.tensor([0, 3, 3])))
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_strong_weak_at_one_step_says_its_term_is_zero(direction):
+    with pytest.warns(TKSWarning) as caught:
+        assert strong_weak_loss(torch.randn(1, 4, 3), direction=direction) == 0
+    assert [str(w.message) for w in caught] == [
+        "the Strong2Weak/Weak2Strong term is 0: at T=1 the one step is both the strongest and the weakest, so the "
+        "batch trains plain cross-entropy"
+    ]
+    assert caught[0].filename == __file__  # the user's line, not one inside tks
+
+
+@pytest.mark.parametrize("direction", ["strong2weak", "weak2strong", "both"])
+def test_saturated_logits_say_their_term_is_zero(direction):
+    logits = torch.zeros(3, 2, 4)
+    logits[..., 0] = torch.tensor([100.0, 200.0, 300.0]).view(3, 1)  # every softmax is 1.0 in float32
+    with pytest.warns(TKSWarning, match=r"^the Strong2Weak/Weak2Strong term is 0: every step of this batch is eq"):
+        assert strong_weak_loss(logits, direction=direction) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one sharper step: a strongest and a weakest, no warning
+        logits[0, :, 0] = 1.0
+        assert strong_weak_loss(logits, direction=direction) > 0

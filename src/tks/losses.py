@@ -249,13 +249,18 @@ def strong_weak_loss(
     if direction == "cascade":
         order = confidence.sort(dim=0, descending=True, stable=True).indices  # [T, B], most confident first
         ranked = log_q.gather(0, order.unsqueeze(-1).expand(steps, batch, classes))
+        if steps == 1:
+            _warn_zero_distillation(steps)
         term = kl(ranked[:-1], ranked[1:]).mean() if steps > 1 else logits.new_zeros(())
     else:
 
         def pick(index: Tensor) -> Tensor:  # [B] step per sample -> [B, K]
             return log_q.gather(0, index.view(1, batch, 1).expand(1, batch, classes)).squeeze(0)
 
-        strong, weak = pick(confidence.argmax(0)), pick(confidence.argmin(0))
+        strongest, weakest = confidence.argmax(0), confidence.argmin(0)
+        if bool((strongest == weakest).all()):  # one sync: a term of exactly 0 should not pass unseen
+            _warn_zero_distillation(steps)
+        strong, weak = pick(strongest), pick(weakest)
         if direction == "strong2weak":
             term = kl(strong, weak).mean()
         elif direction == "weak2strong":
@@ -263,6 +268,21 @@ def strong_weak_loss(
         else:  # both
             term = kl(strong, weak).mean() + kl(weak, strong).mean()
     return term * temperature**2 if scale_t2 else term
+
+
+def _warn_zero_distillation(steps: int) -> None:
+    """Say (``TKSWarning``, once per calling line) that the strongest and the weakest step are the same step."""
+    why = (
+        "at T=1 the one step is both the strongest and the weakest"
+        if steps == 1
+        else "every step of this batch is equally confident (identical outputs, or a softmax so saturated that "
+        "each confidence rounds to 1)"
+    )
+    warnings.warn(
+        f"the Strong2Weak/Weak2Strong term is 0: {why}, so the batch trains plain cross-entropy",
+        TKSWarning,
+        stacklevel=user_stacklevel(),
+    )
 
 
 def linear_ramp(epoch: int, epochs: int, alpha: float) -> float:
