@@ -1,3 +1,4 @@
+import math
 import re
 
 import pytest
@@ -262,3 +263,31 @@ def test_early_exit_reads_the_confidence_of_the_running_mean():
         {"threshold": 0.6, "accuracy": 1.0, "mean_steps": 2.0},
         {"threshold": 0.7, "accuracy": 1.0, "mean_steps": 3.0},
     ]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_logits_give_non_finite_metrics_not_errors(bad):
+    logits = torch.randn(3, 6, 4)
+    target = torch.randint(0, 4, (6,))
+    logits[1, 2, 0] = bad  # step 2 of sample 2: every summary of the whole run depends on it
+    metrics = classification_metrics(logits, target)
+    for key in ("top1", "top5", "aurc", "e_aurc", "ece"):
+        assert math.isnan(metrics[key]), key
+    clean = per_step_accuracy(logits[[0, 2]], target)
+    assert metrics["per_step"][0] == clean[0] and math.isnan(metrics["per_step"][1])
+    assert metrics["per_step"][2] == clean[1]  # the other steps are still measured
+    cumulative = cumulative_accuracy(logits, target)
+    assert cumulative[0] == cumulative_accuracy(logits[:1], target)[0]
+    assert math.isnan(cumulative[1]) and math.isnan(cumulative[2])  # every running mean from step 2 on
+    assert all(math.isnan(v) for v in early_exit(logits, target, 0.5))
+    assert all(math.isnan(point["accuracy"]) for point in early_exit_curve(logits, target, (0.5, 0.9)))
+    assert all(math.isnan(v) for v in aurc(torch.tensor([0.5, bad]), torch.tensor([True, False])))
+    assert math.isnan(expected_calibration_error(torch.tensor([[0.5, bad]]), torch.tensor([0])))
+
+
+def test_finite_logits_are_unaffected_by_the_non_finite_rule():
+    logits = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1e30, 0.0], [0.0, -1e30]]])  # large but finite
+    target = torch.tensor([0, 1])
+    assert per_step_accuracy(logits, target) == [1.0, 0.5]
+    assert cumulative_accuracy(logits, target) == [1.0, 0.5]
+    assert topk_accuracy(logits, target) == 0.5

@@ -201,3 +201,21 @@ def test_eval_options_that_the_dataset_ignores_are_reported(tmp_path, capsys):
     ]
     assert main(["eval", str(run_dir / "checkpoint.pt")]) == 0
     assert capsys.readouterr().err == ""  # nothing to report without them
+
+
+@pytest.mark.parametrize("verb", ["eval", "export"])
+def test_a_checkpoint_with_non_finite_weights_is_refused_in_one_line(tmp_path, capsys, verb):
+    run_dir = train(tmp_path, 1)
+    path = run_dir / "checkpoint.pt"
+    payload = torch.load(path, weights_only=False)
+    name = next(iter(payload["model"]))
+    payload["model"][name] = payload["model"][name].clone().fill_(float("nan"))
+    torch.save(payload, path)
+    metrics = (run_dir / "metrics.json").read_text()
+    capsys.readouterr()
+    argv = ["eval", str(path)] if verb == "eval" else ["export", str(path), "--out", str(tmp_path / "model.nir")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tks: error: {path} holds non-finite weights (NaN or infinity in 1 of ") and "\n" not in err
+    assert f"the first {name!r}): the run diverged" in err
+    assert (run_dir / "metrics.json").read_text() == metrics and not (tmp_path / "model.nir").exists()

@@ -56,4 +56,22 @@ def load_model(path: str | Path) -> LoadedModel:
     info = check_options(cfg.data.name, data_options(cfg.data))
     model = build_model(cfg.model, info, cfg.data.num_steps)
     record.load_weights(model, path)
+    check_finite(model, path)
     return LoadedModel(model.eval(), info, cfg, record.epoch)
+
+
+def check_finite(model: nn.Module, path: Path) -> None:
+    """Refuse weights or buffers holding NaN or infinity (a diverged run).
+
+    Nothing from them is worth measuring or exporting, and the metrics of such a model would be NaN.
+
+    Raises:
+        CheckpointError: naming how many tensors are affected and the first.
+    """
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or infinity in {len(bad)} of {len(tensors)} tensors, the first "
+            f"{bad[0]!r}): the run diverged; use an earlier checkpoint (best.pt) or train with a lower learning rate"
+        )

@@ -3,10 +3,14 @@
 The prediction of an SNN is the argmax of the time-averaged logits O = (1/T) sum_t O_t (paper Eq. 3). Beyond top-k
 this module gives what the TKS paper reports: the accuracy of every single step (Fig. 4), the accuracy of the
 running mean over the first t steps, and the area under the risk-coverage curve (AURC, Table 4).
+
+A metric of logits holding NaN or infinity is NaN (for a per-step list: from the first such step it depends on),
+never a number computed from arbitrary argmaxes: a diverged model is reported as such.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -26,6 +30,8 @@ def topk_accuracy(logits: Tensor, target: Tensor, k: int = 1) -> float:
         k: clipped to the number of classes.
     """
     check_per_step(logits, target)
+    if not _finite(logits):
+        return math.nan
     k = min(k, logits.shape[-1])
     top = logits.mean(0).topk(k, dim=-1).indices  # [N, k]
     return (top == target.unsqueeze(-1)).any(-1).float().mean().item()
@@ -34,7 +40,8 @@ def topk_accuracy(logits: Tensor, target: Tensor, k: int = 1) -> float:
 def per_step_accuracy(logits: Tensor, target: Tensor) -> list[float]:
     """Top-1 accuracy of each step alone, argmax of O_t (paper Fig. 4): a list of T floats."""
     check_per_step(logits, target)
-    return (logits.argmax(-1) == target).float().mean(1).tolist()
+    accuracy = (logits.argmax(-1) == target).double().mean(1)
+    return accuracy.masked_fill(~_finite_steps(logits), math.nan).tolist()
 
 
 def cumulative_accuracy(logits: Tensor, target: Tensor) -> list[float]:
@@ -44,7 +51,18 @@ def cumulative_accuracy(logits: Tensor, target: Tensor) -> list[float]:
     """
     check_per_step(logits, target)
     # The running mean (1/t) sum_{s<=t} O_s and the running sum have the same argmax: no division needed.
-    return (logits.cumsum(0).argmax(-1) == target).float().mean(1).tolist()
+    accuracy = (logits.cumsum(0).argmax(-1) == target).double().mean(1)
+    finite_so_far = _finite_steps(logits).cummin(0).values
+    return accuracy.masked_fill(~finite_so_far, math.nan).tolist()
+
+
+def _finite(x: Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+def _finite_steps(logits: Tensor) -> Tensor:
+    """``[T]`` bool: step t's logits ``[N, K]`` are all finite."""
+    return torch.isfinite(logits).flatten(1).all(1)
 
 
 def confidence(logits: Tensor, kind: Confidence = "logit") -> Tensor:
@@ -80,6 +98,8 @@ def aurc(conf: Tensor, correct: Tensor) -> tuple[float, float]:
         raise ValueError(
             f"conf and correct must be equal non-empty [N], got {tuple(conf.shape)}, {tuple(correct.shape)}"
         )
+    if not _finite(conf):
+        return math.nan, math.nan
     order = torch.argsort(conf, descending=True, stable=True)
     errors = (~correct.bool()[order]).double()
     n = errors.numel()
@@ -101,6 +121,8 @@ def expected_calibration_error(probs: Tensor, target: Tensor, n_bins: int = 15) 
         target: ``[N]`` class indices.
         n_bins: number of bins on [0, 1].
     """
+    if not _finite(probs):
+        return math.nan
     conf, pred = probs.max(-1)
     correct = (pred == target).double()
     conf = conf.double()
@@ -125,13 +147,14 @@ def classification_metrics(logits: Tensor, target: Tensor, *, confidence_kind: C
     logits = logits.detach().float().cpu()
     target = target.cpu()
     correct = logits.mean(0).argmax(-1) == target
-    aurc_value, e_aurc = aurc(confidence(logits, confidence_kind), correct)
+    finite = _finite(logits)  # (-inf logits give finite confidences and probabilities, but no meaningful ones)
+    aurc_value, e_aurc = aurc(confidence(logits, confidence_kind), correct) if finite else (math.nan, math.nan)
     return {
         "top1": topk_accuracy(logits, target, 1),
         "top5": topk_accuracy(logits, target, 5),
         "aurc": aurc_value,
         "e_aurc": e_aurc,
-        "ece": expected_calibration_error(logits.mean(0).softmax(-1), target),
+        "ece": expected_calibration_error(logits.mean(0).softmax(-1), target) if finite else math.nan,
         "per_step": per_step_accuracy(logits, target),
         "cumulative": cumulative_accuracy(logits, target),
         "num_steps": logits.shape[0],
@@ -156,6 +179,8 @@ def early_exit(logits: Tensor, target: Tensor, threshold: float) -> tuple[float,
         ``(accuracy, mean number of steps used)``.
     """
     check_per_step(logits, target)
+    if not _finite(logits):
+        return math.nan, math.nan
     steps = logits.shape[0]
     counts = logits.new_ones(steps).cumsum(0).view(-1, 1, 1)  # 1, 2, ..., T in the logits' dtype and device
     running = logits.cumsum(0) / counts  # [T, N, K]: the running mean, whose softmax is the confidence
