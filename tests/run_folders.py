@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from tks.config import dump_config, load_config
+from tks.config.identity import identity_settings
 from tks.eval_options import EvalOptions
 from tks.evaluation import evaluate_checkpoint
 from tks.experiment import train
@@ -29,7 +30,7 @@ def fake_run(
     cfg = load_config(None, [f"loss.name={loss}", f"run.seed={seed}", f"data.num_steps={steps}", *overrides])
     (run / "config.yaml").write_text(dump_config(cfg))
     full = {"top1": 0.9, "top5": 1.0, "aurc": 0.01, "e_aurc": 0.005, "ece": 0.02, "per_step": [0.9] * steps}
-    full.update(num_steps=steps, best_top1=0.9, best_epoch=2)
+    full.update(num_steps=steps, best_top1=0.9, best_epoch=2, experiment=identity_settings(cfg))
     full.update(metrics or {})
     if "eval" in full:  # given as what tks eval measured on the final model: its entry for checkpoint.pt
         full["eval"] = {"checkpoint.pt": full["eval"]}

@@ -335,3 +335,21 @@ def test_runs_repeating_a_seed_count_once_with_a_warning(tmp_path):
     row = next(line for line in text.splitlines() if "TKS − Baseline" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "2" and cells[3].startswith("+8.00 [")  # (95 - 80 + 91 - 90) / 2 over 2 pairs
+
+
+def test_a_config_edited_after_training_is_refused_naming_what_changed(tmp_path):
+    run = fake_run(tmp_path, "ce0")
+    config = run / "config.yaml"
+    original = config.read_text()
+    config.write_text(original.replace("epochs: 15", "epochs: 6").replace("\n  val_size: null", "\n  val_size: 300"))
+    message = (
+        f"{config} was changed after training (data.val_size: None in metrics.json, 300 in config.yaml; "
+        "optim.epochs: 15 in metrics.json, 6 in config.yaml): it no longer describes what was measured; put it back, "
+        "or move the folder away"
+    )
+    with pytest.raises(RunFolderError) as caught:
+        read_run(run)
+    assert str(caught.value) == message
+    config.write_text(original + "\n# a comment, and a change to how it runs only\n")
+    config.write_text(config.read_text().replace("num_workers: 0", "num_workers: 3"))
+    assert read_run(run).config.data.num_workers == 3  # where or how data are read: not the experiment

@@ -219,3 +219,26 @@ def test_a_checkpoint_with_non_finite_weights_is_refused_in_one_line(tmp_path, c
     assert err.startswith(f"tks: error: {path} holds non-finite weights (NaN or infinity in 1 of ") and "\n" not in err
     assert f"the first {name!r}): the run diverged" in err
     assert (run_dir / "metrics.json").read_text() == metrics and not (tmp_path / "model.nir").exists()
+
+
+def test_resume_refuses_a_config_edited_after_the_run_started(tmp_path, monkeypatch, capsys):
+    run_dir = interrupted_run(tmp_path, 3, 1, monkeypatch)
+    config = run_dir / "config.yaml"
+    original, checkpoint = config.read_text(), (run_dir / "checkpoint.pt").read_bytes()
+    config.write_text(original.replace("epochs: 3", "epochs: 6").replace("\n  val_size: null", "\n  val_size: 150"))
+    edited = config.read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"tks: error: {config} was changed after the run started (data.val_size: None in the checkpoint, 150 in "
+        "config.yaml; optim.epochs: 3 in the checkpoint, 6 in config.yaml): a run folder holds one experiment; put "
+        "config.yaml back to resume, or train the new settings as a new run"
+    )
+    assert config.read_text() == edited and (run_dir / "checkpoint.pt").read_bytes() == checkpoint  # nothing touched
+    assert epochs_in_log(run_dir) == [1]
+    config.write_text(original)
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert epochs_in_log(run_dir) == [1, 2, 3]
+    recorded = json.loads((run_dir / "metrics.json").read_text())["experiment"]
+    assert recorded["optim.epochs"] == 3 and recorded["data.val_size"] is None and recorded["run.seed"] == 0

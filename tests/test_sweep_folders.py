@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tks.config import dump_config, load_config
+from tks.config.identity import identity_settings
 from tks.errors import TKSWarning
 from tks.eval_options import parse_eval_options
 from tks.locks import RUN_LOCK, acquire
@@ -434,3 +435,20 @@ def test_run_trained_in_by_another_process_is_busy(tmp_path):
         assert run_state(run, [training]) == RunState("busy", training, pid=os.getpid())
     assert run_state(run, paths) == RunState("evaluate", lacking, run.evals[1:])
     assert run_state(run, [training, resumable]) == RunState("resume", resumable, run.evals)
+
+
+def test_a_folder_whose_config_was_edited_after_training_is_no_runs(tmp_path):
+    folder = tmp_path / "out" / "a"
+    trained = load_config(None, ["optim.epochs=4"])
+    write_config(folder, "optim.epochs=6")  # edited after training: the 6-epoch run is not what it holds
+    (folder / "metrics.json").write_text(json.dumps({**finished(), "experiment": identity_settings(trained)}))
+    with pytest.warns(TKSWarning) as caught:
+        assert _key(folder) is None
+    assert str(caught[0].message) == (
+        f"{folder / 'config.yaml'} was changed after training (optim.epochs: 4 in metrics.json, 6 in config.yaml): "
+        "the folder is left out, as no run's"
+    )
+    write_config(folder, "optim.epochs=4")  # put back
+    assert _key(folder) == experiment_key(trained)
+    (folder / "metrics.json").write_text("{broken")  # unreadable: identified by config.yaml, the resume reports it
+    assert _key(folder) == experiment_key(trained)

@@ -24,6 +24,7 @@ from tks.build import build_model, build_optimizer, encoder, resolve_device, sca
 from tks.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint
 from tks.checkpoint_model import stored_config
 from tks.config import Config, ConfigError, to_dict
+from tks.config.identity import identity_settings
 from tks.data import check_options
 from tks.data.loading import TrainingData, data_options, load_split, load_training_data, make_loader
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
@@ -40,6 +41,7 @@ from tks.provenance import SessionLog, session_record
 from tks.runfiles import (
     BEST_CHECKPOINT,
     FINAL_CHECKPOINT,
+    check_config_file,
     is_finished,
     make_run_dir,
     read_metrics,
@@ -98,6 +100,7 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
         path = run_dir / FINAL_CHECKPOINT
         record = load_checkpoint(path)
         cfg = stored_config(record, path)
+        check_config_file(run_dir, cfg)
         load_run_plugins(cfg.run.plugins, run_dir)
         if not record.resumable:
             raise CheckpointError(f"{path} holds a model but not the training state (optimizer, epoch, generators)")
@@ -155,6 +158,7 @@ def _run(
         if dist.is_main:
             sessions.update(state.epoch, finished=True)
             metrics["provenance"] = {"sessions": sessions.sessions}
+            metrics["experiment"] = identity_settings(cfg)  # what was trained: an edited config.yaml is caught
             write_training_metrics(run_dir, metrics)
         return TrainResult(run_dir, metrics, unwrap(training.model))
     finally:

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from tks.config import Config, dump_config
+from tks.config import Config, ConfigError, dump_config, load_config
+from tks.config.identity import changed_settings, describe_changes, identity_settings
 from tks.errors import TKSError
 
 FINAL_CHECKPOINT = "checkpoint.pt"
@@ -58,6 +59,31 @@ def _write_text(path: Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename); one ``RunFileError`` line when the write fails."""
     _write_text(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def check_config_file(run_dir: str | Path, config: Config) -> None:
+    """Refuse a run folder whose ``config.yaml`` no longer describes ``config``, the experiment its checkpoint holds.
+
+    A folder holds one experiment: an edited ``config.yaml`` would label the checkpoint's results with settings it
+    was not trained with (``tks sweep`` and ``tks compare`` read that file).
+
+    Raises:
+        RunFileError: naming the settings that differ, or why the file cannot be read.
+    """
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    try:
+        on_disk = load_config(path, stored=True)
+    except ConfigError as exc:
+        raise RunFileError(f"{path} is no valid config any more ({' '.join(str(exc).split())})") from None
+    changes = changed_settings(identity_settings(config), on_disk)
+    if changes:
+        what = describe_changes(changes, "the checkpoint", "config.yaml")
+        raise RunFileError(
+            f"{path} was changed after the run started ({what}): a run folder holds one experiment; put config.yaml "
+            "back to resume, or train the new settings as a new run"
+        )
 
 
 def write_config(run_dir: str | Path, config: Config) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from tks.compare.runs import METRICS, Run
 from tks.config import TKS_VARIANT_FIELDS, Config, LossConfig, StrongWeakOptions, TKSOptions, flatten, to_dict
+from tks.config.identity import experiment_settings
 from tks.errors import TKSWarning
 
 # Method labels of loss.name, in the paper's row order (Table 4); strong_weak is named by its direction.
@@ -29,8 +30,6 @@ STRONG_WEAK_LABELS = {
     "cascade": "Strong2Weak cascade",
 }
 METHOD_ORDER = (*METHOD_LABELS.values(), *STRONG_WEAK_LABELS.values())
-# Config keys that do not change the experiment: runs differing only in these are repetitions.
-NOT_EXPERIMENT = ("data.root", "data.num_workers", "data.eval_batch_size")
 # Every setting of the default config, flattened: what a group's label leaves unsaid.
 _DEFAULTS = flatten(to_dict(Config()))
 
@@ -64,17 +63,6 @@ def method_label(loss: LossConfig) -> str:
 
 def _setting(key: str, value: Any) -> str:
     return key if value is True else f"{key}={value}"
-
-
-def experiment_settings(config: Config) -> dict[str, Any]:
-    """The flattened config without the keys that do not define the experiment.
-
-    Left out: ``run.*``, ``NOT_EXPERIMENT`` and the options of the losses the run did not use (``loss.<other>.*``).
-    """
-    flat = flatten(to_dict(config))
-    kept = ("name", "options", config.loss.name)
-    unused = tuple(f"loss.{f.name}." for f in fields(LossConfig) if f.name not in kept)
-    return {k: v for k, v in flat.items() if not k.startswith(("run.", *unused)) and k not in NOT_EXPERIMENT}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tks.config import Config, ConfigError, load_config
+from tks.config.identity import changed_settings, describe_changes
 from tks.errors import TKSError, TKSWarning
 from tks.runfiles import RunFileError, final_evaluation, is_finished, read_metrics
 
@@ -155,6 +156,13 @@ def read_run(path: str | Path) -> Run:
     missing = [key for key in REQUIRED_METRICS if key not in metrics]
     if missing:
         raise RunFolderError(f"{path / 'metrics.json'} lacks {', '.join(missing)}")
+    recorded = metrics.get("experiment")  # what training ran (tks 0.x runs before this record: not checked)
+    if isinstance(recorded, dict) and (changes := changed_settings(recorded, config)):
+        what = describe_changes(changes, "metrics.json", "config.yaml")
+        raise RunFolderError(
+            f"{path / 'config.yaml'} was changed after training ({what}): it no longer describes what was measured; "
+            "put it back, or move the folder away"
+        )
     log_path = path / "log.jsonl"
     lines = _read(log_path, "tks train writes a line per epoch").splitlines()
     log = tuple(_parse_json(log_path, line, line=i) for i, line in enumerate(lines, 1) if line.strip())

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tks.config import ConfigError, load_config
+from tks.config.identity import changed_settings, describe_changes
 from tks.data import dataset_info
 from tks.errors import TKSWarning
 from tks.locks import RUN_LOCK, holder, is_held
@@ -83,9 +84,22 @@ def _key(folder: Path) -> str | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TKSWarning)
-            return experiment_key(load_config(config, stored=True))
+            loaded = load_config(config, stored=True)
     except ConfigError:
         return None
+    try:
+        recorded = read_metrics(folder / "metrics.json").get("experiment")
+    except RunFileError:
+        recorded = None
+    if isinstance(recorded, dict) and (changes := changed_settings(recorded, loaded)):
+        warnings.warn(
+            f"{config} was changed after training ({describe_changes(changes, 'metrics.json', 'config.yaml')}): "
+            "the folder is left out, as no run's",
+            TKSWarning,
+            stacklevel=2,
+        )
+        return None
+    return experiment_key(loaded)
 
 
 @dataclass(frozen=True)

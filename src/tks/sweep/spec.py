@@ -9,7 +9,6 @@ invalid ``tks eval`` argument stops the sweep before any run starts. docs/sweeps
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
 import re
@@ -19,8 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tks.compare import experiment_settings
 from tks.config import Config, ConfigError, flatten, load_config, to_dict
+from tks.config.identity import experiment_key
 from tks.config.loader import parse_yaml
 from tks.errors import TKSError
 from tks.eval_options import EvalOptions, parse_eval_options
@@ -32,25 +31,9 @@ RUN_KEYS = ("name", "set")
 EVAL_KEYS = ("args", "when")
 """The keys of an entry of ``eval`` given as a mapping."""
 
-IDENTITY_RUN_KEYS = ("run.seed", "run.precision", "run.select_on")
-"""The ``run`` settings that change what a run measures; the other ``run`` settings (name, out_dir, progress,
-device, compile, ...) say where or how it runs and do not make another experiment."""
-
 
 class SweepError(TKSError, ValueError):
     """An invalid sweep file, or command-line options that do not fit it."""
-
-
-def experiment_key(config: Config) -> str:
-    """The identity of a run: a hash of the settings of its resolved config that define the experiment.
-
-    These are ``tks.compare.experiment_settings`` (everything but ``run.*`` and where or how data are read) plus
-    ``IDENTITY_RUN_KEYS``. A folder's ``config.yaml`` is read with the current loader, so keys added to tks after
-    the folder was written take their defaults, exactly as they would in a new run of the same file.
-    """
-    flat = flatten(to_dict(config))
-    settings = {**experiment_settings(config), **{key: flat[key] for key in IDENTITY_RUN_KEYS}}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 CONFIG_KEYS = tuple(flatten(to_dict(Config())))
