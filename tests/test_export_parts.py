@@ -30,6 +30,7 @@ from tks.export import (
     _Builder,
     _conv,
     _conv_bn_pair,
+    _convert,
     _flatten,
     _foreign_nir,
     _pool_geometry,
@@ -45,6 +46,7 @@ from tks.export import (
     run_nir,
     to_nir,
 )
+from tks.extras import MissingExtraError
 from tks.models import MODELS, register_model
 from tks.models.blocks import SpikingClassifier, conv_norm
 from tks.models.resnet19 import BasicBlock
@@ -285,7 +287,7 @@ def test_a_grouped_convolution_keeps_its_groups():
     keys, shape = _conv(grouped, None, "g", ["input"], (4, 5, 5), b)
     assert keys == ["g"] and shape == (6, 3, 3) and b.edges == [("input", "g")]
     node = b.nodes["g"]
-    assert node.groups == 2
+    assert node.groups == 2 and tuple(node.input_shape) == (5, 5)
     x = torch.rand(2, 4, 5, 5)
     torch.testing.assert_close(_step(node, x, "g", {}, 1e-4), grouped(x).detach())
 
@@ -341,6 +343,9 @@ def test_a_batchnorm_on_its_own_is_a_diagonal_one_by_one_convolution():
     assert node.groups == 1 and tuple(node.input_shape) == (2, 2)
     assert graph.nodes["output"].output_type["output"].tolist() == [3, 2, 2]
     graph.check_types()
+    b = _Builder(1e-4)  # the node as _convert makes it, before NIRGraph's type inference fills in what it lacks
+    assert _convert(bn, "bn", ["input"], (3, 2, 2), b) == (["bn"], (3, 2, 2))
+    assert tuple(b.nodes["bn"].input_shape) == (2, 2) and b.nodes["bn"].output_type["output"].tolist() == [3, 2, 2]
 
 
 def test_bn_affine_by_hand():
@@ -384,6 +389,14 @@ def test_pool_geometry():
     assert _pool_geometry(nn.AdaptiveAvgPool2d(2), (1, 6, 6), "p") == (3, 3, 0)
     assert _pool_geometry(nn.AdaptiveAvgPool2d((3, 3)), (1, 6, 6), "p") == (2, 2, 0)
     assert _pool_geometry(nn.AdaptiveAvgPool2d((None, 2)), (1, 2, 2), "p") == (1, 1, 0)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "size"), [(3, 2, 0, 9), (2, 3, 0, 8), (3, 3, 1, 7)])
+def test_ceil_mode_where_it_adds_no_window(kernel, stride, padding, size):
+    # the windows fit exactly: (size + 2 padding - kernel) is a multiple of the stride, so ceil_mode changes nothing
+    pool = nn.AvgPool2d(kernel, stride=stride, padding=padding, ceil_mode=True)
+    assert _pool_geometry(pool, (1, size, size), "p") == (kernel, stride, padding)
+    runs_like_the_model(nn.Sequential(PerStep(pool)), (1, size, size), pooling="avg")
 
 
 @pytest.mark.parametrize(
@@ -450,8 +463,9 @@ def test_pooling_nir_cannot_express_is_an_error(pool, shape, expected):
     with pytest.raises(ExportError) as caught:
         _pool_geometry(pool, shape, "features.2")
     assert message(caught) == f"layer 'features.2': {expected}"
-    with pytest.raises(ExportError, match=re.escape(expected)):
+    with pytest.raises(ExportError) as caught:
         to_nir(nn.Sequential(nn.Identity(), PerStep(pool)), shape)
+    assert message(caught) == f"layer '1.0': {expected}"
 
 
 @pytest.mark.parametrize("pooling", ["sum", "avg"])
@@ -551,12 +565,12 @@ def test_a_spiking_classifier_names_features_and_classifier():
     class Tiny(SpikingClassifier):
         def __init__(self) -> None:
             super().__init__()
-            self.features = nn.Sequential(PerStep(nn.Conv2d(1, 2, 3)), LIF(), PerStep(nn.Flatten()))
-            self.classifier = nn.Sequential(nn.Linear(2, 3))
+            self.features = nn.Sequential(PerStep(nn.Conv2d(1, 2, 3)), LIF())
+            self.classifier = nn.Sequential(PerStep(nn.Flatten()), nn.Linear(2, 3))  # from the features' shape
 
     model = Tiny().eval()
     graph = runs_like_the_model(model, (1, 3, 3))
-    assert list(graph.nodes) == ["input", "features_0", "features_1", "features_2_0", "classifier_0", "output"]
+    assert list(graph.nodes) == ["input", "features_0", "features_1", "classifier_0_0", "classifier_1", "output"]
 
 
 def test_identity_passes_its_input_through():
@@ -817,6 +831,15 @@ def test_snntorch_is_given_one_sample_flattened_or_not(monkeypatch):
     assert not any(sample.any() for sample in given)
 
 
+def test_a_missing_framework_names_the_export_that_needs_it(without):
+    model = Stepwise(nn.Sequential(nn.Linear(2, 2)))
+    without("spikingjelly", "snntorch")
+    for framework, name in (("spikingjelly", "SpikingJelly"), ("snntorch", "snnTorch")):
+        with pytest.raises(MissingExtraError) as caught:
+            _foreign_nir(framework, model, (2, 1, 2), 1e-4)
+        assert message(caught).startswith(f"NIR export of a {name} model: {framework}")
+
+
 def test_snntorch_needs_a_stepwise_model():
     pytest.importorskip("snntorch", reason="snnTorch is not installed (the interop extra)")
     with pytest.raises(ExportError) as caught:
@@ -877,6 +900,13 @@ def test_metadata_of_a_static_dataset():
         "class_names": [str(d) for d in range(10)],
     }
     assert mean != std
+
+
+def test_metadata_follows_the_normalization_setting():
+    data = DataConfig(name="cifar10", num_steps=2, normalization="imagenet")
+    metadata = input_metadata(Config(data=data, model=ModelConfig(name="m")), DATASETS["cifar10"].info, 1e-4)
+    assert metadata["normalization_mean"] == [0.485, 0.456, 0.406]  # ImageNet's, not CIFAR-10's own
+    assert metadata["normalization_std"] == [0.229, 0.224, 0.225]
 
 
 def test_metadata_of_an_event_dataset_and_of_one_without_normalization_or_classes(registries):
