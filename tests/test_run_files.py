@@ -152,7 +152,7 @@ def test_eval_on_a_full_disk_prints_the_results_then_names_the_file(tmp_path, ca
     def no_space(*_args):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(tks.runfiles.os, "replace", no_space)
+    monkeypatch.setattr(tks.paths.os, "replace", no_space)
     assert main(["eval", str(run_dir / "checkpoint.pt"), "--steps", "1"]) == 2
     captured = capsys.readouterr()
     assert "top-1" in captured.out and captured.out.strip().splitlines()[-1].split()[0] == "1"  # shown first

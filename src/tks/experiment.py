@@ -8,6 +8,7 @@ results; printing is left to the CLI.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -29,7 +30,7 @@ from tks.data import check_options
 from tks.data.loading import TrainingData, data_options, load_split, load_training_data, make_loader
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import EpochHook, EvalSets, FitState, Training, fit, unwrap
-from tks.errors import TKSWarning
+from tks.errors import TKSError, TKSWarning
 from tks.extras import require
 from tks.hooks import AppendLog, OnRecord, RecordSession, SaveCheckpoint, TensorBoardScalars
 from tks.locks import FileLock, lock_run_dir
@@ -133,10 +134,7 @@ def _run(
         data, test_set = _datasets(cfg, dist)
         training, state = _training(cfg, data, device, dist, record, run_dir)
         if run_dir is None:
-            run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name) if dist.is_main else Path(cfg.run.out_dir)
-            if dist.is_main:
-                lock = lock_run_dir(run_dir)
-                write_config(run_dir, cfg)
+            run_dir, lock = _new_run_dir(cfg) if dist.is_main else (Path(cfg.run.out_dir), None)
         plugins = [p.as_record() for p in load_plugins(cfg.run.plugins)]  # loaded already: their records
         session = session_record(device, dist.world_size, state.epoch, plugins)
         sessions = SessionLog(run_dir, session) if dist.is_main else None
@@ -169,6 +167,21 @@ def _run(
         if lock is not None:
             lock.release()
         shutdown(dist)
+
+
+def _new_run_dir(cfg: Config) -> tuple[Path, FileLock]:
+    """A new run folder, locked, with its ``config.yaml``; on failure (a full disk) no folder is left behind."""
+    run_dir = make_run_dir(cfg.run.out_dir, cfg.run.name)
+    lock = None
+    try:
+        lock = lock_run_dir(run_dir)
+        write_config(run_dir, cfg)
+    except TKSError:
+        if lock is not None:
+            lock.release()
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing in it yet but the lock and a cut config
+        raise
+    return run_dir, lock
 
 
 def _device(cfg: Config, dist: Dist) -> torch.device:

@@ -1,4 +1,6 @@
-"""Checks that an output path can be written, made before the work whose results would go there.
+"""Output paths: writable-path checks and ``atomic_file``, through which each file tks writes is whole or absent.
+
+The checks run before the work whose results would go there.
 
 Torch-free, so that the commands that only read run files (``tks compare``, ``plot``, ``report``) stay light.
 """
@@ -6,9 +8,46 @@ Torch-free, so that the commands that only read run files (``tks compare``, ``pl
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tks.config import ConfigError
+from tks.errors import TKSError
+
+
+class WriteError(TKSError):
+    """An output file that could not be written (a full disk, a file-size limit, no permission)."""
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: ``.<name>.<pid>.tmp`` beside it."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_file(path: str | Path, error: type[TKSError] = WriteError) -> Iterator[Path]:
+    """Write ``path`` whole or not at all: yields a temporary path beside it, renamed over ``path`` at the end.
+
+    Whatever the block raises, the temporary file is removed and ``path`` keeps its old content (or stays absent).
+    An ``OSError`` (``ENOSPC``, ``EFBIG``, ``EACCES``, ...) becomes one line, ``cannot write <path>: <cause>``,
+    of type ``error``. Writers that infer a format from the file name must be told the format (the temporary name
+    ends in ``.tmp``).
+
+    Example::
+
+        with atomic_file(out / "compare.md") as tmp:
+            tmp.write_text(markdown)
+    """
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise error(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_writable_folder(path: str | Path, key: str) -> None:

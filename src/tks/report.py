@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tks.compare import METRICS, TABLE_HEADER, TABLE_NOTE, Row, Run, format_stat, group_runs, read_runs, table_rows
 from tks.config import dump_config
-from tks.paths import check_writable_file
+from tks.paths import atomic_file, check_writable_file
 from tks.plots import NamedFigure, make_figures, png_bytes
 
 STYLE = """
@@ -150,5 +150,6 @@ def report_runs(
     page, notes = build_report(read_runs(paths), trained_at_each_t=trained_at_each_t)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # checked writable before the runs were read
-    out.write_text(page, encoding="utf-8")
+    with atomic_file(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out, notes

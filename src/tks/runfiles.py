@@ -18,7 +18,6 @@ Torch-free, so that the commands that only read run files stay light.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from tks.config import Config, ConfigError, dump_config, load_config
 from tks.config.identity import changed_settings, describe_changes, identity_settings
 from tks.errors import TKSError
+from tks.paths import atomic_file
 
 FINAL_CHECKPOINT = "checkpoint.pt"
 """The file holding a run's latest (at the end: final) model."""
@@ -47,13 +47,8 @@ def _cannot_write(path: Path, exc: OSError) -> RunFileError:
 
 def _write_text(path: Path, text: str) -> None:
     """Write a text file atomically (temporary file, then rename); one ``RunFileError`` line when it fails."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _cannot_write(path, exc) from None
+    with atomic_file(path, RunFileError) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(path: str | Path, data: Any) -> None:
@@ -93,10 +88,8 @@ def write_config(run_dir: str | Path, config: Config) -> None:
 
 def write_features(path: str | Path, features: np.ndarray, labels: np.ndarray, predictions: np.ndarray) -> None:
     """Write ``tks eval``'s features (``[N, D]``, labels and predictions ``[N]``) as a compressed ``.npz``."""
-    try:
-        np.savez_compressed(path, features=features, labels=labels, predictions=predictions)
-    except OSError as exc:
-        raise _cannot_write(Path(path), exc) from None
+    with atomic_file(path, RunFileError) as tmp, open(tmp, "wb") as file:  # a file: numpy adds no suffix
+        np.savez_compressed(file, features=features, labels=labels, predictions=predictions)
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

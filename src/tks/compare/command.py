@@ -8,7 +8,7 @@ from pathlib import Path
 from tks.compare.groups import group_runs, table_rows
 from tks.compare.runs import MODELS, RunFolderError, read_runs, selected_model
 from tks.compare.tables import paired_markdown, steps_markdown, table_note, to_csv, to_markdown
-from tks.paths import check_writable_folder
+from tks.paths import atomic_file, check_writable_folder
 
 
 def compare_runs(
@@ -51,6 +51,7 @@ def compare_runs(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(markdown)
-        (out / "compare.csv").write_text(to_csv(rows))
+        for name, text in (("compare.md", markdown), ("compare.csv", to_csv(rows))):
+            with atomic_file(out / name) as tmp:
+                tmp.write_text(text, encoding="utf-8")
     return markdown

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from tks.compare import Group, Stat
+from tks.paths import atomic_file
 
 PANEL = (5.6, 4.2)  # inches per panel: readable at 150 dpi without overlapping labels
 WIDE = 8.0  # inches: the width of a one-panel figure
@@ -118,7 +119,8 @@ def save_figure(figure: Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
-        figure.savefig(path, dpi=DPI)
+        with atomic_file(path) as tmp:
+            figure.savefig(tmp, dpi=DPI, format=path.suffix[1:])  # the temporary name says no format
     return paths
 
 
