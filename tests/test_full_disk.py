@@ -92,3 +92,45 @@ def test_training_and_evaluation_on_a_full_disk(tmp_path):
     assert "top-1" in result.stdout  # the results were shown before the write failed
     assert not (run_dir / "features.npz").exists() and leftovers(run_dir) == []
     assert (run_dir / "metrics.json").read_text() == metrics
+
+
+def test_generating_digits_dvs_on_a_full_disk_leaves_nothing_half_written(tmp_path):
+    root = tmp_path / "dvs"
+    result = tks_limited(["prepare", "digits-dvs", "--root", str(root), "--steps", "2"], 1000, tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().endswith(f"tks: error: cannot write digits-dvs into {root}: File too large")
+    assert not root.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith("dvs")] == []
+
+
+@pytest.mark.slow
+def test_the_frame_cache_on_a_full_disk_is_one_line_and_absent(tmp_path):
+    root, cache = tmp_path / "dvs", tmp_path / "frames"
+    prepare = ["prepare", "digits-dvs", "--root", str(root), "--steps", "2", "--cache", str(cache)]
+    result = tks_limited(prepare, 200_000, tmp_path)  # the recordings fit, the frames do not
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("tks: error:")]
+    assert error.startswith(f"tks: error: cannot write the frame cache {cache}/") and error.endswith("File too large")
+    assert [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
+
+
+def test_a_lock_file_that_cannot_be_written_is_one_line(tmp_path):
+    """The sweep's claims, the run folder's lock and the caches' build locks all take ``acquire``."""
+    code = (
+        "import resource, signal, sys\n"
+        "from tks.locks import LockFileError, acquire, lock_run_dir\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))\n"  # not even the pid fits
+        "try:\n"
+        "    acquire(sys.argv[1] + '/claim.lock', wait=False)\n"
+        "except LockFileError as exc:\n"
+        "    print(exc)\n"
+        "try:\n"
+        "    lock_run_dir(sys.argv[1])\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert result.stdout.splitlines() == [
+        f"cannot write the lock file {tmp_path / 'claim.lock'}: File too large",
+        f"RunFolderLockError run folder {tmp_path} cannot be locked: File too large (.lock)",
+    ], result.stderr

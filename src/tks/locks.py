@@ -65,6 +65,14 @@ class LockHeldError(TKSError):
         super().__init__(f"{path} is locked by {describe(pid)}")
 
 
+class LockFileError(TKSError):
+    """A lock file that cannot be created or written (a full disk, a read-only folder); ``cause`` says why."""
+
+    def __init__(self, path: Path, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"cannot write the lock file {path}: {cause}")
+
+
 class RunFolderLockError(TKSError):
     """A run folder that cannot be locked for a training session (e.g. it is read-only)."""
 
@@ -136,8 +144,15 @@ def acquire(path: str | Path, *, wait: bool, on_wait: Callable[[int | None], Non
 
     Raises:
         LockHeldError: when ``wait`` is false and another process holds the lock.
+        LockFileError: when the file cannot be created or written (one line with the cause).
     """
-    path = Path(path)
+    try:
+        return _acquire(Path(path), wait, on_wait)
+    except OSError as exc:
+        raise LockFileError(Path(path), exc.strerror or str(exc)) from None
+
+
+def _acquire(path: Path, wait: bool, on_wait: Callable[[int | None], None] | None) -> FileLock:
     if fcntl is None:
         return FileLock(path, None)
     told, tries = False, 0
@@ -219,8 +234,8 @@ def lock_run_dir(run_dir: str | Path) -> FileLock:
         return acquire(Path(run_dir) / RUN_LOCK, wait=False)
     except LockHeldError as exc:
         raise RunFolderInUseError(f"run folder {run_dir} is in use by {describe(exc.pid)}") from None
-    except OSError as exc:
-        raise RunFolderLockError(f"run folder {run_dir} cannot be locked: {exc.strerror} ({RUN_LOCK})") from None
+    except LockFileError as exc:
+        raise RunFolderLockError(f"run folder {run_dir} cannot be locked: {exc.cause} ({RUN_LOCK})") from None
 
 
 @contextmanager

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tks.data.errors import DatasetError
 from tks.data.files import atomic_write_bytes
 from tks.data.frames import Framing
 from tks.locks import build_lock, partial_path, publish, remove_dead_partials
@@ -153,6 +154,8 @@ def build(folder: Path, job: FrameJob, *, workers: int = 0, progress: bool = Tru
         }
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
         publish(tmp, folder, lambda f: check(f, job) is None)
+    except OSError as exc:  # a full disk: one line, and no half-built cache left (below)
+        raise DatasetError(f"cannot write the frame cache {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; removes a failed build's half-written files
 

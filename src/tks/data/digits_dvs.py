@@ -156,5 +156,7 @@ def _generate(folder: Path) -> None:
         manifest = {"version": VERSION, "count": len(recordings), "sensor": [SENSOR, SENSOR], "seed": SEED}
         atomic_write_bytes(tmp / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
         publish(tmp, folder, _is_complete)
+    except OSError as exc:  # a full disk: one line, and no half-written copy left (below)
+        raise DatasetError(f"cannot write digits-dvs into {folder}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; removes a failed build's half-written files
