@@ -198,11 +198,33 @@ def test_several_programs_and_a_partial_block(kernels):
     assert torch.equal(grad_x, oracle_backward(grad, h_seq, 2.0, 0.5, make_surrogate("atan", 2.0), False))
 
 
+@pytest.mark.parametrize("shape", [(5,), (1,), (1, 1)])
+def test_the_smallest_inputs(kernels, shape):
+    """One neuron over time ([T], T=1, one element), against the oracle."""
+    x = torch.rand(shape) * 1.6
+    spikes, h_seq = kernels.lif_forward(x, 2.0, 0.5, True)
+    oracle_spikes, oracle_h = oracle_forward(x, 2.0, 0.5)
+    assert spikes.shape == x.shape and torch.equal(spikes, oracle_spikes) and torch.equal(h_seq, oracle_h)
+    grad = torch.randn_like(x)
+    grad_x = kernels.lif_backward(grad, h_seq, 2.0, 0.5, "atan", 2.0, True)
+    assert torch.equal(grad_x, oracle_backward(grad, h_seq, 2.0, 0.5, make_surrogate("atan", 2.0), True))
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2, 0, 4)])
+def test_empty_inputs_give_empty_outputs(kernels, shape):
+    x = torch.zeros(shape)  # an empty batch: PyTorch gives such tensors degenerate strides
+    spikes, h_seq = kernels.lif_forward(x, 2.0, 0.5, True)
+    assert spikes.shape == h_seq.shape == x.shape
+    assert kernels.lif_backward(torch.zeros(shape), h_seq, 2.0, 0.5, "atan", 2.0, True).shape == x.shape
+
+
 def test_launch_functions_refuse_what_the_kernels_cannot_read(kernels):
-    with pytest.raises(TypeError, match="float64"):
+    with pytest.raises(TypeError, match=r"^triton LIF: x_seq must be one of \(torch.float32, .*got torch.float64$"):
         kernels.lif_forward(torch.zeros(2, 3, dtype=torch.float64), 2.0, 0.5, True)
-    with pytest.raises(ValueError, match="dense"):  # batch outermost: the kernel would mix up steps
+    with pytest.raises(ValueError, match="^triton LIF: x_seq must be a dense"):  # batch outermost: steps mixed up
         kernels.lif_forward(torch.zeros(3, 2, 4).transpose(0, 1), 2.0, 0.5, True)
+    with pytest.raises(ValueError, match=r"^triton LIF: x_seq must be a dense \[T, N\] block .* got shape \(\)"):
+        kernels.lif_forward(torch.tensor(1.0), 2.0, 0.5, True)  # no time axis
     with pytest.raises(ValueError, match="dense"):  # an expanded gradient, as .sum().backward() gives
         kernels.lif_backward(torch.ones(3).expand(2, 3), torch.zeros(2, 3), 2.0, 0.5, "atan", 2.0, True)
     h_seq = _inputs(2, "channels_last")

@@ -13,6 +13,8 @@ def flat_time_major(x: Tensor) -> bool:
     The kernels treat every element alike, so only two things matter: T is the outermost dimension and each
     step's slab is dense. Outputs made with ``empty_like`` then share the layout, and nothing is copied.
     """
+    if x.numel() == 0:  # nothing to read (and PyTorch gives empty tensors arbitrary strides)
+        return True
     steps = x.shape[0]
     if steps > 1 and x.stride(0) != x.numel() // steps:
         return False
