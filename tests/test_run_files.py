@@ -242,3 +242,33 @@ def test_resume_refuses_a_config_edited_after_the_run_started(tmp_path, monkeypa
     assert epochs_in_log(run_dir) == [1, 2, 3]
     recorded = json.loads((run_dir / "metrics.json").read_text())["experiment"]
     assert recorded["optim.epochs"] == 3 and recorded["data.val_size"] is None and recorded["run.seed"] == 0
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory):
+    """The bytes of a 1-epoch run's checkpoint.pt (a real one: zip layout, several kB)."""
+    return (train(tmp_path_factory.mktemp("whole"), 1) / "checkpoint.pt").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["text", "cut at 5000 bytes", "cut in half", "empty"])
+@pytest.mark.parametrize("verb", ["eval", "export", "train --resume"])
+def test_corrupt_checkpoints_are_one_line_in_every_command(tmp_path, trained_checkpoint, damage, verb, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    broken = {
+        "text": b"this is not a checkpoint\n" * 10,
+        "cut at 5000 bytes": trained_checkpoint[:5000],
+        "cut in half": trained_checkpoint[: len(trained_checkpoint) // 2],
+        "empty": b"",
+    }[damage]
+    path = run_dir / "checkpoint.pt"
+    path.write_bytes(broken)
+    argv = {
+        "eval": ["eval", str(path)],
+        "export": ["export", str(path), "--out", str(tmp_path / "model.nir")],
+        "train --resume": ["train", "--resume", str(run_dir)],
+    }[verb]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tks: error: cannot read checkpoint {path} (corrupt or truncated?)"), err
+    assert "\n" not in err and path.read_bytes() == broken
