@@ -222,6 +222,16 @@ def raising(exc: BaseException):
     return save
 
 
+def chained(error: OSError, link: str) -> RuntimeError:
+    """What torch's zip writer raises on a full disk: a RuntimeError (no "write" in it) over the ``OSError``."""
+    wrapper = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    if link == "cause":
+        wrapper.__cause__ = error
+    else:
+        wrapper.__context__ = error
+    return wrapper
+
+
 @pytest.mark.parametrize(
     ("failure", "message"),
     [
@@ -232,8 +242,10 @@ def raising(exc: BaseException):
             "PytorchStreamWriter failed writing file data/0: file write failed",
         ),
         (RuntimeError("[enforce fail] unexpected pos: WRITE"), "[enforce fail] unexpected pos: WRITE"),
+        (chained(OSError(errno.ENOSPC, "No space left on device"), "context"), "No space left on device"),
+        (chained(OSError(errno.EFBIG, "File too large"), "cause"), "File too large"),
     ],
-    ids=["no-space", "oserror-without-strerror", "torch-writer", "upper-case"],
+    ids=["no-space", "oserror-without-strerror", "torch-writer", "upper-case", "zip-writer-over-a-full-disk", "cause"],
 )
 def test_a_failed_write_is_one_error_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch, failure, message):
     path = tmp_path / "checkpoint.pt"

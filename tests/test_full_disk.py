@@ -134,3 +134,13 @@ def test_a_lock_file_that_cannot_be_written_is_one_line(tmp_path):
         f"cannot write the lock file {tmp_path / 'claim.lock'}: File too large",
         f"RunFolderLockError run folder {tmp_path} cannot be locked: File too large (.lock)",
     ], result.stderr
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path):
+    out = tmp_path / "runs"
+    train = ["train", *FAST, "--set", "optim.epochs=1", "--set", f"run.out_dir={out}"]
+    result = tks_limited(train, 4000, tmp_path)  # the config fits, the checkpoint does not
+    (run_dir,) = out.iterdir()
+    one_line_error(result, run_dir / "checkpoint.pt")
+    assert not (run_dir / "checkpoint.pt").exists() and leftovers(run_dir) == []

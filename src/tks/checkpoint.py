@@ -139,11 +139,26 @@ def save_checkpoint(path: str | Path, record: CheckpointRecord) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):  # e.g. "No space left on device": the previous checkpoint is still whole
-            raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from None
+        cause = _os_error(exc)
+        if cause is not None:  # e.g. "No space left on device": the previous checkpoint is still whole
+            raise CheckpointError(f"cannot write {path}: {cause.strerror or cause}") from None
         if isinstance(exc, RuntimeError) and "write" in str(exc).lower():  # torch.save wraps errors of its writer
             raise CheckpointError(f"cannot write {path}: {_first_line(exc)}") from None
         raise
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc``: itself, or one it was raised while handling.
+
+    torch's zip writer, failing on a full disk, raises ``RuntimeError: [enforce fail at inline_container.cc]
+    unexpected pos`` over the ``OSError`` of the write.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> CheckpointRecord:
