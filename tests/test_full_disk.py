@@ -144,3 +144,14 @@ def test_a_checkpoint_that_does_not_fit_is_one_line(tmp_path):
     (run_dir,) = out.iterdir()
     one_line_error(result, run_dir / "checkpoint.pt")
     assert not (run_dir / "checkpoint.pt").exists() and leftovers(run_dir) == []
+
+
+def test_a_sweep_job_that_cannot_write_its_log_fails_in_one_line(tmp_path):
+    from tks.sweep.jobs import Job, execute_job
+
+    (tmp_path / "logs").write_text("a file where the log folder should be")
+    log = tmp_path / "logs" / "run.log"
+    job = Job("run", "0123", "start", str(tmp_path), "data: {}\n", None, (), str(log), 1)
+    result = execute_job(job)
+    assert not result.ok and result.folder is None
+    assert result.message.startswith(f"cannot write {tmp_path / 'logs'}: ") and "\n" not in result.message

@@ -71,6 +71,16 @@ def execute_job(
         on_process: called with every process started, so that the caller can stop it.
     """
     started = time.monotonic()
+    try:
+        return _execute_job(job, started, pass_fds, on_process)
+    except OSError as exc:  # the log or the run's config cannot be written (a full disk): this run fails, in a line
+        where = exc.filename or job.log
+        return JobResult(False, job.folder, f"cannot write {where}: {exc.strerror or exc}", time.monotonic() - started)
+
+
+def _execute_job(
+    job: Job, started: float, pass_fds: tuple[int, ...], on_process: Callable[[subprocess.Popen], None] | None
+) -> JobResult:
     log = Path(job.log)
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
