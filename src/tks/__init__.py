@@ -37,6 +37,7 @@ SUBMODULES = (
     "losses",
     "metrics",
     "models",
+    "paper",
     "paths",
     "plots",
     "plugins",

@@ -12,7 +12,20 @@ import html
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tks.compare import METRICS, TABLE_HEADER, TABLE_NOTE, Row, Run, format_stat, group_runs, read_runs, table_rows
+from tks.compare import (
+    METRICS,
+    PAPER_HEADER,
+    PAPER_NOTE,
+    TABLE_HEADER,
+    TABLE_NOTE,
+    Row,
+    Run,
+    format_stat,
+    group_runs,
+    paper_rows,
+    read_runs,
+    table_rows,
+)
 from tks.config import dump_config
 from tks.paths import atomic_file, check_writable_file
 from tks.plots import NamedFigure, make_figures, png_bytes
@@ -60,6 +73,16 @@ def comparison_html(rows: Sequence[Row]) -> str:
         numbers = [_cell(format_stat(row.stats[m.key]), bold=m.key in row.best) for m in METRICS]
         cells.append([*(_cell(t, left=True) for t in texts), *numbers, _cell(str(len(g.runs)))])
     return _table(TABLE_HEADER, cells, left_columns=4) + f'<p class="note">{_e(TABLE_NOTE)}</p>'
+
+
+def paper_html(rows: Sequence[Row]) -> str:
+    """The rows of the comparison that the TKS paper reports, beside its numbers; "" when it reports none."""
+    cells = paper_rows(rows)
+    if not cells:
+        return ""
+    left = (0, 1, 2, 3, 4, len(PAPER_HEADER) - 1)
+    table = _table(PAPER_HEADER, [[_cell(c, left=i in left) for i, c in enumerate(r)] for r in cells], left_columns=5)
+    return "<h2>Against the paper</h2>" + table + f'<p class="note">{_e(PAPER_NOTE)}</p>'
 
 
 def figure_html(figure: NamedFigure) -> str:
@@ -116,13 +139,15 @@ def build_report(runs: Sequence[Run], *, trained_at_each_t: bool = False) -> tup
     """The HTML page for ``runs``, and the notes of ``make_figures`` (also shown on the page)."""
     figures, notes = make_figures(runs, trained_at_each_t=trained_at_each_t)
     groups = group_runs(runs)
+    rows = table_rows(groups)
     notes_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
     body = [
         f"<h1>TKS runs: {len(runs)} run(s) in {len(groups)} experiment(s)</h1>",
         '<p class="note">Made by <code>tks report</code> from the run folders\' files only (config.yaml, '
         "metrics.json, log.jsonl, features.npz).</p>",
         "<h2>Comparison (paper Table 4)</h2>",
-        comparison_html(table_rows(groups)),
+        comparison_html(rows),
+        paper_html(rows),
         "<h2>Figures</h2>",
         f'<ul class="note">{notes_html}</ul>' if notes else "",
         *(figure_html(f) for f in figures),

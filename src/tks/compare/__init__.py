@@ -2,6 +2,7 @@
 
 * ``runs``: run folders read and checked (``Run``), without building a model or loading data;
 * ``groups``: runs grouped into experiments, statistics over seeds and paired differences between methods;
+* ``paper``: the rows the TKS paper reports, beside its published numbers;
 * ``tables``: the comparison as Markdown (the layout of Table 4) and CSV;
 * ``command``: ``tks compare`` itself, from folders to the printed and written tables.
 """
@@ -22,6 +23,7 @@ from tks.compare.groups import (
     summarize,
     table_rows,
 )
+from tks.compare.paper import PAPER_HEADER, PAPER_NOTE, format_difference, paper_markdown, paper_rows, paper_target
 from tks.compare.runs import METRICS, MODELS, Run, RunFolderError, expand_run_dirs, read_run, read_runs, selected_model
 from tks.compare.tables import (
     TABLE_HEADER,
@@ -37,6 +39,8 @@ from tks.compare.tables import (
 __all__ = [
     "METRICS",
     "MODELS",
+    "PAPER_HEADER",
+    "PAPER_NOTE",
     "TABLE_HEADER",
     "TABLE_NOTE",
     "Group",
@@ -49,12 +53,16 @@ __all__ = [
     "compare_runs",
     "expand_run_dirs",
     "experiment_settings",
+    "format_difference",
     "format_stat",
     "group_runs",
     "mean_std",
     "method_label",
     "paired_difference",
     "paired_markdown",
+    "paper_markdown",
+    "paper_rows",
+    "paper_target",
     "per_step_accuracy",
     "read_run",
     "read_runs",

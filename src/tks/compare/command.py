@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tks.compare.groups import group_runs, table_rows
+from tks.compare.paper import paper_markdown
 from tks.compare.runs import MODELS, RunFolderError, read_runs, selected_model
 from tks.compare.tables import paired_markdown, steps_markdown, table_note, to_csv, to_markdown
 from tks.paths import atomic_file, check_writable_folder
@@ -20,9 +21,11 @@ def compare_runs(
 ) -> str:
     """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
 
-    The table is followed by the accuracy at each test T and of each single step (``steps_markdown``), and with
-    ``paired`` (a method label such as ``TKS``) by the paired differences against it (``paired_markdown``). With
-    ``out_dir`` the Markdown is also written there as ``compare.md``, and the main table as ``compare.csv``.
+    The table is followed by its rows that the paper reports, beside the published numbers (``paper_markdown``;
+    left out when the paper has none of them), then by the accuracy at each test T and of each single step
+    (``steps_markdown``), and with ``paired`` (a method label such as ``TKS``) by the paired differences against
+    it (``paired_markdown``). With ``out_dir`` the Markdown is also written there as ``compare.md``, and the main
+    table as ``compare.csv``.
 
     Args:
         paths: run folders, or folders holding them.
@@ -41,7 +44,9 @@ def compare_runs(
         runs = [selected_model(run) for run in runs]
     groups = group_runs(runs)
     rows = table_rows(groups)
-    markdown = to_markdown(rows, table_note(runs, model)) + "\n" + steps_markdown(groups)
+    against_paper = paper_markdown(rows)
+    markdown = to_markdown(rows, table_note(runs, model)) + "\n" + (against_paper and against_paper + "\n")
+    markdown += steps_markdown(groups)
     if paired is not None:
         if not any(g.method == paired for g in groups):
             raise RunFolderError(
