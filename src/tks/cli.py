@@ -242,6 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         only=args.only,
         dry_run=args.dry_run,
         plugins=args.plugin,
+        data_root=args.data_root,
         out=lambda line: print(line, flush=True),
     )
 
@@ -418,6 +419,12 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
         "--only", action="append", default=[], metavar="PATTERN", help="only runs whose name matches, e.g. '*-s0'"
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and what each needs; start nothing")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        metavar="DIR",
+        help="folder of the datasets: each run's data.root becomes DIR/<its last folder>, e.g. DIR/cifar10",
+    )
     _add_plugin(p)
     group = p.add_argument_group("ray")
     group.add_argument("--address", default=None, help="address of a running Ray cluster (default: a local Ray)")

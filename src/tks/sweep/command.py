@@ -38,6 +38,7 @@ def sweep(
     only: Sequence[str] = (),
     dry_run: bool = False,
     plugins: Sequence[str] = (),
+    data_root: str | Path | None = None,
     out: Callable[[str], None] = print,
 ) -> int:
     """Run (or with ``dry_run`` list) the runs of the sweep files; returns the exit status (1: a run failed).
@@ -51,6 +52,8 @@ def sweep(
         only: shell patterns; only the runs whose name matches one are listed or run.
         dry_run: list the runs and what each needs; start nothing, write nothing.
         plugins: plugins (module names or paths) loaded here and by every run, besides its config's own.
+        data_root: the folder holding the datasets: each run's ``data.root`` becomes ``data_root/<its last
+            folder>`` (``load_sweep``).
         out: prints one line.
 
     Raises:
@@ -58,10 +61,12 @@ def sweep(
     """
     executor = executor or ExecutorOptions()
     _check_options(executor, out_dir, paths)
-    sweeps = [_with_plugins(load_sweep(path, overrides, out_dir), plugins) for path in paths]
+    sweeps = [_with_plugins(load_sweep(path, overrides, out_dir, data_root), plugins) for path in paths]
     if only:
         sweeps = _only(sweeps, only)
     _check_shared_folders(sweeps)
+    if not dry_run and executor.on_this_machine:
+        _check_data_roots(sweeps)
     if dry_run:
         for i, one in enumerate(sweeps):
             out(("\n" if i else "") + format_listing(one, current_states(one)))
@@ -158,6 +163,29 @@ def _check_shared_folders(sweeps: Sequence[Sweep]) -> None:
             other = seen.setdefault((one.out_dir, run.key), one)
             if other is not one:
                 raise SweepError(f"{other.path} and {one.path} both hold the run {run.name} in {one.out_dir}")
+
+
+def _check_data_roots(sweeps: Sequence[Sweep]) -> None:
+    """Every run whose dataset is read from a folder has that folder here (checked for runs of this machine only).
+
+    Raises:
+        SweepError: naming the first run whose folder is unset or missing, and ``--data-root``.
+    """
+    from tks.data import dataset_info  # imports torch: only when runs are about to start
+
+    for one in sweeps:
+        for run in one.runs:
+            data = run.config.data
+            try:
+                needs_root = dataset_info(data.name).needs_root
+            except (KeyError, ValueError):  # an unknown dataset: its run says so itself
+                continue
+            if needs_root and (data.root is None or not Path(data.root).is_dir()):
+                where = "no data.root" if data.root is None else f"data.root {data.root}, which is not a folder"
+                raise SweepError(
+                    f"{one.path}: run {run.name} reads {data.name} from {where}: give --data-root DIR, the folder "
+                    f"holding the datasets' folders (docs/sweeps.md), or set data.root"
+                )
 
 
 def _gpu_slots(per_run: int) -> list[str]:

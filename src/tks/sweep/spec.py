@@ -99,13 +99,20 @@ class _Axis:
     """(label, overrides) for every value of the axis."""
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> Sweep:
+def load_sweep(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+) -> Sweep:
     """Read a sweep file strictly and resolve the config of every run.
 
     Args:
         path: the YAML sweep file; ``base`` and ``out_dir`` in it are relative to its folder.
         overrides: ``section.key=value`` strings applied to every run, after the grid (they win).
         out_dir: replaces the file's ``out_dir`` (relative to the working folder).
+        data_root: the folder holding the datasets: every run's ``data.root`` becomes ``data_root/<the last
+            folder of its data.root>`` (``data/cifar10`` -> ``data_root/cifar10``; unset roots stay unset).
 
     Raises:
         SweepError: for anything invalid in the file or in the runs it makes, in one line naming the file.
@@ -114,7 +121,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), out_dir: str | P
     data = _read(path)
     where = str(path)
     try:
-        return _resolve(path, data, list(overrides), out_dir)
+        return _resolve(path, data, list(overrides), out_dir, data_root)
     except ConfigError as exc:
         raise SweepError(f"{where}: {exc}") from None
 
@@ -142,26 +149,66 @@ def _check_keys(data: Mapping[Any, Any], valid: Sequence[str], what: str, where:
             raise SweepError(f"{where}unknown {what} '{key}'{hint}; valid keys: {', '.join(valid)}")
 
 
-def _resolve(path: Path, data: dict[str, Any], cli: list[str], out_dir: str | Path | None) -> Sweep:
+def _resolve(
+    path: Path, data: dict[str, Any], cli: list[str], out_dir: str | Path | None, data_root: str | Path | None
+) -> Sweep:
     where = f"{path}: "
-    base_path, inline, base_name = _base(data.get("base"), path, where)
+    bases = _bases(data.get("base"), path, where)
     if out_dir is None:
         if not isinstance(data.get("out_dir"), str) or not data["out_dir"]:
             raise SweepError(f"{where}out_dir is required: the folder the run folders go into (relative to the file)")
         out_dir = path.parent / data["out_dir"]
     out = Path(out_dir).resolve()
-    try:
-        base = load_config(base_path, [*inline, *cli])
-    except ConfigError as exc:
-        raise SweepError(f"{where}base {base_name}: {exc}") from None
     axes = _grid(data.get("grid"), where)
-    explicit = _explicit_runs(data.get("runs"), where)
     evals = _evals(data.get("eval"), axes, where)
     template = data.get("name")
     if template is not None and (not isinstance(template, str) or not template):
         raise SweepError(f"{where}name must be a text such as 'fmnist-{{method}}-s{{run.seed}}', got {template!r}")
+    cells = _cells(axes, _explicit_runs(data.get("runs"), where), where)
+    runs: list[SweepRun] = []
+    configs = []
+    for base in bases:
+        try:
+            config = _with_data_root(load_config(base.path, [*base.inline, *cli]), data_root)
+        except ConfigError as exc:
+            raise SweepError(f"{where}base {base.name}: {exc}") from None
+        configs.append(config)
+        context = _Context(base, config, axes, evals, template, cli, out, data_root, where)
+        runs += [_run(context, labels, sets, name) for labels, sets, name in cells]
+    _check_unique(runs, where)
+    names = bases[0].name if len(bases) == 1 else f"{len(bases)} config files"
+    return Sweep(path, configs[0], names, out, tuple(runs))
 
-    cells: list[tuple[dict[str, str], dict[str, Any], str | None]] = []  # (labels, overrides, explicit name)
+
+@dataclass(frozen=True)
+class _Base:
+    path: Path | None
+    inline: list[str]
+    """The overrides of an inline mapping."""
+    name: str
+    """How it is named in messages: its file as written, ``inline`` or ``defaults``."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every run of one base shares."""
+
+    base: _Base
+    config: Config
+    axes: Sequence[_Axis]
+    evals: Sequence[EvalStep]
+    template: str | None
+    cli: list[str]
+    out: Path
+    data_root: str | Path | None
+    where: str
+
+
+def _cells(
+    axes: Sequence[_Axis], explicit: list[tuple[str | None, dict[str, Any]]], where: str
+) -> list[tuple[dict[str, str], dict[str, Any], str | None]]:
+    """(labels, overrides, explicit name) of every run of one base: the grid's combinations, then ``runs``."""
+    cells: list[tuple[dict[str, str], dict[str, Any], str | None]] = []
     if axes or not explicit:
         for combination in itertools.product(*(axis.cells for axis in axes)):
             labels, sets = {}, {}
@@ -173,40 +220,64 @@ def _resolve(path: Path, data: dict[str, Any], cli: list[str], out_dir: str | Pa
                 sets.update(overrides)
             cells.append((labels, sets, None))
     cells.extend(({}, sets, name) for name, sets in explicit)
-
-    runs: list[SweepRun] = []
-    base_flat = flatten(to_dict(base))
-    for labels, sets, explicit_name in cells:
-        described = " ".join(f"{k}={format_value(v)}" for k, v in sets.items()) or "the base config"
-        try:
-            config = load_config(base_path, [*inline, *_as_overrides(sets), *cli])
-        except ConfigError as exc:
-            raise SweepError(f"{where}run with {described}: {exc}") from None
-        flat = flatten(to_dict(config))
-        name = explicit_name or _name(template, axes, labels, sets, flat, base.run.name, where)
-        try:
-            config = replace(config, run=replace(config.run, name=name, out_dir=str(out)))
-        except ConfigError as exc:
-            raise SweepError(f"{where}run with {described}: {exc}") from None
-        flat = flatten(to_dict(config))
-        changes = tuple(
-            (k, v) for k, v in flat.items() if k not in ("run.name", "run.out_dir") and base_flat.get(k) != v
-        )
-        applicable = tuple(step for step in evals if step.applies(labels, flat))
-        runs.append(SweepRun(name, config, experiment_key(config), changes, applicable, out))
-    _check_unique(runs, where)
-    return Sweep(path, base, base_name, out, tuple(runs))
+    return cells
 
 
-def _base(value: Any, path: Path, where: str) -> tuple[Path | None, list[str], str]:
-    """The base config as (file, overrides of an inline mapping, how it is named in messages)."""
+def _run(context: _Context, labels: dict[str, str], sets: dict[str, Any], explicit_name: str | None) -> SweepRun:
+    """One run: the base, the cell's overrides and the command line's, resolved and named."""
+    c = context
+    described = " ".join(f"{k}={format_value(v)}" for k, v in sets.items()) or "the base config"
+    if c.base.path is not None:  # {recipe}: the base file's name without .yaml
+        labels = {"recipe": c.base.path.stem, **labels}
+    try:
+        config = load_config(c.base.path, [*c.base.inline, *_as_overrides(sets), *c.cli])
+        config = _with_data_root(config, c.data_root)
+    except ConfigError as exc:
+        raise SweepError(f"{c.where}run with {described}: {exc}") from None
+    flat = flatten(to_dict(config))
+    name = explicit_name or _name(c.template, c.axes, labels, sets, flat, c.config.run.name, c.where)
+    try:
+        config = replace(config, run=replace(config.run, name=name, out_dir=str(c.out)))
+    except ConfigError as exc:
+        raise SweepError(f"{c.where}run with {described}: {exc}") from None
+    flat, base_flat = flatten(to_dict(config)), flatten(to_dict(c.config))
+    changes = tuple((k, v) for k, v in flat.items() if k not in ("run.name", "run.out_dir") and base_flat.get(k) != v)
+    applicable = tuple(step for step in c.evals if step.applies(labels, flat))
+    return SweepRun(name, config, experiment_key(config), changes, applicable, c.out)
+
+
+def _with_data_root(config: Config, data_root: str | Path | None) -> Config:
+    """``data.root`` moved under ``data_root``, keeping its last folder; unchanged without either."""
+    if data_root is None or config.data.root is None:
+        return config
+    root = Path(data_root) / Path(config.data.root).name
+    return replace(config, data=replace(config.data, root=str(root)))
+
+
+def _bases(value: Any, path: Path, where: str) -> list[_Base]:
+    """The base configs: one file or mapping, or a list of files (the runs are every base x every grid cell)."""
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise SweepError(
+                f"{where}base as a list must name config files (relative to the sweep file), got {value!r}"
+            )
+        if len(set(value)) < len(value):
+            raise SweepError(f"{where}base names a config file twice")
+        return [_base(v, path, where) for v in value]
+    return [_base(value, path, where)]
+
+
+def _base(value: Any, path: Path, where: str) -> _Base:
+    """The base config: a file, an inline mapping, or the defaults."""
     if value is None:
-        return None, [], "defaults"
+        return _Base(None, [], "defaults")
     if isinstance(value, str) and value:
-        return path.parent / value, [], value
+        return _Base(path.parent / value, [], value)
     if isinstance(value, Mapping):
-        return None, _as_overrides(flatten(value)), "inline"
-    raise SweepError(f"{where}base must be a config file (relative to the sweep file) or a mapping, got {value!r}")
+        return _Base(None, _as_overrides(flatten(value)), "inline")
+    raise SweepError(
+        f"{where}base must be a config file (relative to the sweep file), a list of them, or a mapping, got {value!r}"
+    )
 
 
 def _as_overrides(sets: Mapping[str, Any]) -> list[str]:
