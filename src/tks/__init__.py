@@ -49,6 +49,7 @@ SUBMODULES = (
     "seeding",
     "snn",
     "sweep",
+    "tracking",
     "version",
 )
 """The documented submodules, each reachable as an attribute of ``tks`` (imported when first used)."""

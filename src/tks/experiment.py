@@ -52,6 +52,7 @@ from tks.runfiles import (
     write_training_metrics,
 )
 from tks.seeding import seed_everything, set_rng_state
+from tks.tracking import MLflowTracker
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,8 @@ def _run(
             metrics["provenance"] = {"sessions": sessions.sessions}
             metrics["experiment"] = identity_settings(cfg)  # what was trained: an edited config.yaml is caught
             write_training_metrics(run_dir, metrics)
+            for tracker in (h for h in hooks if isinstance(h, MLflowTracker)):
+                tracker.finish(metrics)
         return TrainResult(run_dir, metrics, unwrap(training.model))
     finally:
         for hook in hooks:
@@ -292,6 +295,8 @@ def _epoch_hooks(
     hooks: list[EpochHook] = [SaveCheckpoint(run_dir, to_dict(cfg)), AppendLog(run_dir)]
     if cfg.run.tensorboard:
         hooks.append(TensorBoardScalars(run_dir))
+    if cfg.run.tracker == "mlflow":
+        hooks.append(MLflowTracker(run_dir, cfg))
     hooks.append(RecordSession(sessions))
     if on_epoch_end is not None:
         hooks.append(OnRecord(on_epoch_end))

@@ -33,10 +33,11 @@ EXTRAS: dict[str, str] = {
     "spikingjelly": "spikingjelly",
     "snntorch": "interop",
     "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
 }
 """The extra that brings each optional top-level module (pyproject.toml's ``optional-dependencies``)."""
 
-PACKAGES = {"sklearn": "scikit-learn", "PIL": "Pillow"}
+PACKAGES = {"sklearn": "scikit-learn", "PIL": "Pillow", "mlflow": "mlflow-skinny"}
 """The names pip knows the modules by, where they differ from the module's."""
 
 

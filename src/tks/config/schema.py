@@ -348,6 +348,9 @@ class RunConfig:
     """Use only deterministic algorithms, so that a run (and a resumed run) repeats bit for bit."""
     tensorboard: bool = False
     """Also write TensorBoard scalars to ``<run folder>/tensorboard``."""
+    tracker: Literal["none", "mlflow"] = "none"
+    """Also send the run to an experiment tracker: ``mlflow`` (the ``mlflow`` extra; ``tks.tracking`` says where
+    to, by MLflow's ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME``)."""
     plugins: tuple[str, ...] = ()
     """Modules or ``.py`` files to import first, which register models, datasets or losses (``tks.plugins``)."""
     select_on: Literal["val", "test"] | None = None

@@ -86,6 +86,7 @@ def _execute_job(
     env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
     if job.gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = job.gpus
+    env.setdefault("MLFLOW_EXPERIMENT_NAME", f"tks-sweep-{Path(job.out_dir).name}")  # one sweep, one experiment
     folder = Path(job.folder) if job.folder else None
 
     with open(log, "a", encoding="utf-8") as out:
