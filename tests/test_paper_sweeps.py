@@ -17,7 +17,7 @@ from tks.sweep import load_sweep
 ROOT = Path(__file__).parents[1]
 STUDIES = ROOT / "studies" / "paper"
 FILES = sorted(STUDIES.glob("*.yaml"))
-# What each file sweeps, by recipe, as the paper's text says (Tables 1-4 from published.csv; the figures, §5.2)
+# What each file sweeps, by recipe, as the paper says (Tables 1-4 from published.csv; the figures from section 5.2)
 FIGURES = {
     "figure3": {"cifar10dvs_vgg_snn_ce", "cifar10dvs_vgg_snn_tks"},
     "figure4": {f"{d}_vgg_snn_{m}" for d in ("cifar10dvs", "ncaltech101") for m in ("ce", "tks")},
