@@ -26,6 +26,7 @@ def store(tmp_path, monkeypatch):
     """An MLflow tracking store in a SQLite file of this test, and a client of it."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "tks-test")
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts in ./mlruns
     return mlflow.MlflowClient()
 
 
@@ -93,6 +94,7 @@ def test_a_resumed_run_continues_its_mlflow_run(tmp_path, store):
 
 
 def test_a_failing_tracker_is_one_warning_and_the_run_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a-file' / 'mlflow.db'}")  # cannot be made
     with pytest.warns(TKSWarning, match=r"^MLflow tracking stopped: could not start the MLflow run \(") as caught:
