@@ -276,7 +276,7 @@ def test_the_wheel_installs_beside_a_users_torch_and_trains(tmp_path):
     run(sys.executable, "-m", "twine", "check", "--strict", wheel, sdist)
     run(sys.executable, "-m", "check_wheel_contents", wheel)
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"tks/snn/backends/lif_cpu.c", "tks/data/digits.npz"} <= set(names)
+    assert {"tks/snn/backends/lif_cpu.c", "tks/data/digits.npz", "tks/paper/published.csv"} <= set(names)
     assert not any(n.startswith(("tests/", "results/", "docs/")) for n in names)
 
     venv.create(tmp_path / "env", with_pip=True)

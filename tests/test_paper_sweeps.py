@@ -12,7 +12,7 @@ import yaml
 from data_files import write_cifar
 
 from tks.paper import published
-from tks.sweep import load_sweep
+from tks.sweep import SweepError, load_sweep
 
 ROOT = Path(__file__).parents[1]
 STUDIES = ROOT / "studies" / "paper"
@@ -120,3 +120,39 @@ def test_a_miniature_of_table4_through_tks_sweep_shows_the_paper_column(tmp_path
         row = re.search(rf"^\| [^|]*\| [^|]*\| [^|]*\| {label} \|.*$", paper, re.MULTILINE).group(0)
         assert f"| {published_top1:.2f} | {diff} |" in row, row
         assert row.endswith(f"| 2 | cifar10_resnet19_{method} |")
+
+
+def test_a_list_of_bases_is_every_base_times_every_grid_cell(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("loss: {name: ce}\n")
+    b.write_text("loss: {name: tks}\nrun: {name: bee}\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": ["a.yaml", "b.yaml"], "out_dir": "o", "grid": {"run.seed": [0, 1]}}))
+    loaded = load_sweep(sweep)
+    assert [(r.name, r.config.loss.name, r.config.run.seed) for r in loaded.runs] == [
+        ("digits-seed=0", "ce", 0),  # no name template: each base's run.name (the default) and the grid's labels
+        ("digits-seed=1", "ce", 1),
+        ("bee-seed=0", "tks", 0),
+        ("bee-seed=1", "tks", 1),
+    ]
+    assert loaded.base_name == "2 config files"
+    assert [r.changes for r in loaded.runs[2:]] == [(), (("run.seed", 1),)]  # measured against each run's own base
+    sweep.write_text(yaml.safe_dump({"base": ["a.yaml", "b.yaml"], "out_dir": "o", "name": "{recipe}-x"}))
+    assert [r.name for r in load_sweep(sweep).runs] == ["a-x", "b-x"]
+
+
+@pytest.mark.parametrize(
+    ("base", "message"),
+    [
+        (["a.yaml", "a.yaml"], "base names a config file twice"),
+        (["a.yaml", 3], r"base as a list must name config files \(relative to the sweep file\), got \['a.yaml', 3\]"),
+        ([], r"base as a list must name config files"),
+        (["a.yaml", "missing.yaml"], "base missing.yaml: "),
+    ],
+)
+def test_a_wrong_list_of_bases_is_one_line(tmp_path, base, message):
+    (tmp_path / "a.yaml").write_text("loss: {name: ce}\n")
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(yaml.safe_dump({"base": base, "out_dir": "o"}))
+    with pytest.raises(SweepError, match=f"^{re.escape(str(sweep))}: {message}"):
+        load_sweep(sweep)
