@@ -1,5 +1,7 @@
 """``tks compare`` and ``tks report`` beside the paper: the published numbers and ours minus them, by hand."""
 
+import csv
+
 import pytest
 from run_folders import fake_run
 
@@ -30,8 +32,11 @@ def test_the_paper_table_gives_the_published_numbers_and_ours_minus_them(tmp_pat
     assert cells["TKS"][10] == "+0.04 ± 0.28" and cells["TKS"][11:] == ["2", "cifar10_resnet19_tks"]
     # Baseline, one run: 95.76 / 99.94 / 4.10 against 95.00 / 99.90 / 5.00, no spread
     assert cells["Baseline"][5:11] == ["95.76", "-0.76", "99.94", "-0.04", "4.10", "+0.90"]
-    text = compare_runs([tmp_path])
+    text = compare_runs([tmp_path], tmp_path / "tables")
     assert "Against the paper:" in text and "| 96.35 | -0.10 ± 0.35 |" in text
+    table = {r["method"]: r for r in csv.DictReader((tmp_path / "tables" / "compare.csv").open())}
+    paper = ("paper_top1_pct", "paper_top5_pct", "paper_aurc_x1e3", "paper_recipe")
+    assert [table["TKS"][c] for c in paper] == ["96.35", "99.85", "2.76", "cifar10_resnet19_tks"]
 
 
 def test_runs_the_paper_does_not_report_get_no_paper_table(tmp_path):
@@ -39,7 +44,9 @@ def test_runs_the_paper_does_not_report_get_no_paper_table(tmp_path):
     fake_run(tmp_path, "crop", loss="tks", steps=4, overrides=(*CIFAR10_R19[:2], "data.augment=none"))
     groups = group_runs(read_runs([tmp_path]))
     assert [paper_target(g) for g in groups] == [None, None]
-    assert "Against the paper" not in compare_runs([tmp_path])
+    assert "Against the paper" not in compare_runs([tmp_path], tmp_path / "tables")
+    table = list(csv.DictReader((tmp_path / "tables" / "compare.csv").open()))
+    assert [r["paper_top1_pct"] + r["paper_recipe"] for r in table] == ["", ""]
 
 
 def test_the_row_without_augmentation_is_table_1s_plain_tks(tmp_path):

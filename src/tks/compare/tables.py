@@ -15,6 +15,7 @@ from tks.compare.groups import (
     paired_difference,
     per_step_accuracy,
 )
+from tks.compare.paper import PAPER_METRICS, paper_target
 from tks.compare.runs import METRICS, Run
 
 TABLE_NOTE = (
@@ -73,11 +74,16 @@ def _md_escape(text: str) -> str:
 
 
 def to_csv(rows: Sequence[Row]) -> str:
-    """The comparison as CSV: one row per group, mean and sample std of every metric (std empty for one run)."""
+    """The comparison as CSV: one row per group, mean and sample std of every metric (std empty for one run).
+
+    The last columns are the paper's numbers for the row (``paper_top1_pct``, ...; empty where the paper prints
+    none or has no such row) and the recipe that reproduces it (``tks.compare.paper``).
+    """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     stats = [f"{m.column}_{s}" for m in METRICS for s in ("mean", "std")]
-    writer.writerow(["dataset", "model", "T", "method", *stats, "n", "seeds"])
+    paper = [f"paper_{m.column}" for m in PAPER_METRICS]
+    writer.writerow(["dataset", "model", "T", "method", *stats, "n", "seeds", *paper, "paper_recipe"])
     for row in rows:
         g = row.group
         numbers = []
@@ -85,8 +91,16 @@ def to_csv(rows: Sequence[Row]) -> str:
             stat = row.stats[m.key]
             numbers += [repr(stat.mean), "" if stat.std is None else repr(stat.std)]
         seeds = ";".join(map(str, g.seeds))
-        writer.writerow([g.dataset, g.model, g.num_steps, g.method, *numbers, len(g.runs), seeds])
+        writer.writerow([g.dataset, g.model, g.num_steps, g.method, *numbers, len(g.runs), seeds, *_paper_cells(g)])
     return out.getvalue()
+
+
+def _paper_cells(group: Group) -> list[str]:
+    target = paper_target(group)
+    if target is None:
+        return [""] * (len(PAPER_METRICS) + 1)
+    values = [target.values.get(m.key) for m in PAPER_METRICS]
+    return [*("" if v is None else repr(v) for v in values), target.recipe]
 
 
 def steps_markdown(groups: Sequence[Group]) -> str:
