@@ -5,12 +5,14 @@ import re
 import statistics
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from data_files import write_cifar
 
+from tks.config import load_config
 from tks.paper import published
 from tks.sweep import SweepError, load_sweep
 
@@ -45,10 +47,22 @@ def test_each_file_sweeps_the_recipes_of_its_table_over_the_seeds(path, tmp_path
     trained_at = [10, *range(1, 10)] if path.stem == "figure3" else [None]
     assert len(sweep.runs) == len(recipes) * len(SEEDS) * len(trained_at)
     assert {r.config.run.seed for r in sweep.runs} == set(SEEDS)
+    assert {r.config.data.num_steps for r in sweep.runs} == (
+        set(range(1, 11))
+        if path.stem == "figure3"
+        else {load_config(ROOT / "configs" / "paper" / f"{r}.yaml").data.num_steps for r in recipes}
+    )
+    assert sweep.out_dir == ROOT / "results" / "paper" / path.stem
     for run in sweep.runs:
-        assert run.name.startswith(run.config.run.name.split("-")[0])
-        assert run.config.data.root == str(tmp_path / Path(run.config.data.root).name)
-        assert sweep.out_dir == ROOT / "results" / "paper" / path.stem
+        recipe = re.sub(r"(-T\d+)?-s\d+$", "", run.name)  # named {recipe}(-T{data.num_steps})-s{run.seed}
+        assert recipe in recipes and run.name.endswith(f"-s{run.config.run.seed}")
+        cfg = load_config(ROOT / "configs" / "paper" / f"{recipe}.yaml")
+        assert (run.config.loss, run.config.model, run.config.optim) == (cfg.loss, cfg.model, cfg.optim)
+        assert run.config.data == replace(
+            cfg.data,
+            root=str(tmp_path / Path(cfg.data.root).name),
+            **({"num_steps": run.config.data.num_steps} if path.stem == "figure3" else {}),
+        )
 
 
 def test_figure3_evaluates_the_runs_trained_at_10_at_every_t():

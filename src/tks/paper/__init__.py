@@ -4,9 +4,10 @@
 the paper labels it (``TKS*``: with the data augmentation of the '*' rows), dataset, model and method as printed,
 the trained T, the metric (a key of ``tks.compare.METRICS``), the value in the printed unit (% or x10^3), and the
 recipe of ``configs/paper/`` that reproduces it. The rows of other methods that Tables 1 and 2 cite from other
-papers are not in it: no recipe here reproduces them. The last three columns say which runs a row is about:
-``data.name``, ``model.name`` and ``data.augment`` of the recipe, with the trained T and the method label.
-Torch-free: ``tks compare`` reads it.
+papers are not in it: no recipe here reproduces them; nor are the rows of TKS's successor (Ding et al. 2025), whose
+recipes (``*_s2w``, ``*_w2s``) name their own paper and link to no number here. The last three columns say
+which runs a row is about: ``data.name``, ``model.name`` and ``data.augment`` of the recipe, with the trained T
+and the method label. Torch-free: ``tks compare`` reads it.
 """
 
 from __future__ import annotations
