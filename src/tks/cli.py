@@ -228,6 +228,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         parallel=args.parallel,
         threads=args.threads_per_run,
         gpus=args.gpus_per_run,
+        procs=args.procs_per_run,
         address=args.address,
         partition=args.partition,
         minutes=args.time,
@@ -413,6 +414,13 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
         help="torch threads (CPUs) per run (1; local with --parallel alone: cores / N)",
     )
     p.add_argument("--gpus-per-run", type=float, default=0, metavar="G", help="GPUs per run (fractions on Ray)")
+    p.add_argument(
+        "--procs-per-run",
+        type=int,
+        default=None,
+        metavar="N",
+        help="processes of DDP training per run under torchrun (default: one per GPU, else 1; on CPU: gloo)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder instead of the file's out_dir")
     p.add_argument(

@@ -71,8 +71,9 @@ def sweep(
         for i, one in enumerate(sweeps):
             out(("\n" if i else "") + format_listing(one, current_states(one)))
         return 0
+    procs = executor.procs_per_run
     if executor.on_this_machine:  # submitit's local executor, too, starts every job it gets at once
-        parallel, threads = local_capacity(available_cores(), executor.parallel, executor.threads)
+        parallel, threads = local_capacity(max(1, available_cores() // procs), executor.parallel, executor.threads)
     else:  # the engine queues what does not fit
         threads = executor.threads or 1
         parallel = executor.parallel or sum(len(one.runs) for one in sweeps)
@@ -82,14 +83,16 @@ def sweep(
         slots = _gpu_slots(int(gpus)) if gpus else None
         if slots is not None:
             parallel = min(parallel, len(slots))
-        engine = LocalExecutor(parallel, slots)
+        engine = LocalExecutor(parallel, slots, procs)
     elif executor.name == "ray":
-        engine = RayExecutor(threads, gpus, executor.address)
+        engine = RayExecutor(threads, gpus, executor.address, procs)
     else:
         params = dict(_param(item) for item in executor.slurm_params)
         folder = sweeps[0].out_dir / SWEEP_DIR / "submitit"
         minutes = executor.minutes or SLURM_MINUTES
-        engine = SlurmExecutor(folder, threads, int(gpus), executor.partition, minutes, params, executor.slurm_cluster)
+        engine = SlurmExecutor(
+            folder, threads, int(gpus), executor.partition, minutes, params, executor.slurm_cluster, procs
+        )
     # Local runs write run.out_dir as the user sees it (relative below the working folder); remote ones need it whole.
     job_out_dir = shown_path if executor.name == "local" else str
     return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
@@ -122,11 +125,13 @@ def _check_options(executor: ExecutorOptions, out_dir: str | Path | None, paths:
         ("--parallel", executor.parallel),
         ("--threads-per-run", executor.threads),
         ("--time", executor.minutes),
+        ("--procs-per-run", executor.procs),
     ):
         if value is not None and value < 1:
             raise SweepError(f"{option} must be >= 1, got {value}")
     if executor.gpus < 0 or (executor.name != "ray" and executor.gpus != int(executor.gpus)):
         raise SweepError(f"--gpus-per-run must be a whole number >= 0 (fractions only on Ray), got {executor.gpus}")
+    _check_procs(executor)
     if out_dir is not None and len(paths) > 1:
         raise SweepError("--out names the folder of one sweep: give one sweep file with it")
     wrong = [
@@ -142,6 +147,18 @@ def _check_options(executor: ExecutorOptions, out_dir: str | Path | None, paths:
     if wrong:
         option, needs = wrong[0]
         raise SweepError(f"{option} is an option of --executor {needs}, not of {executor.name} (docs/sweeps.md)")
+
+
+def _check_procs(executor: ExecutorOptions) -> None:
+    """With GPUs, a run's training processes hold one GPU each: ``--procs-per-run`` must then equal the GPUs."""
+    procs, gpus = executor.procs, executor.gpus
+    if procs is None or procs == 1 or gpus == 0:
+        return
+    if gpus != procs:
+        raise SweepError(
+            f"--procs-per-run {procs} with --gpus-per-run {format(gpus, 'g')}: each training process holds one GPU, "
+            f"give as many processes as GPUs (or --gpus-per-run alone)"
+        )
 
 
 def _only(sweeps: list[Sweep], patterns: Sequence[str]) -> list[Sweep]:

@@ -36,6 +36,8 @@ class ExecutorOptions:
     """Torch threads (CPUs) per run (1; on the local executor with ``parallel`` alone: cores / parallel)."""
     gpus: float = 0
     """GPUs per run (Ray takes fractions; local gives each run its own CUDA_VISIBLE_DEVICES)."""
+    procs: int | None = None
+    """Processes of distributed data parallel training per run (None: one per GPU when ``gpus`` >= 1, else 1)."""
     address: str | None = None
     """Ray cluster address (``ray``; None: a local Ray)."""
     partition: str | None = None
@@ -51,6 +53,13 @@ class ExecutorOptions:
     def on_this_machine(self) -> bool:
         """The runs go to processes of this machine: the local executor, or submitit's local one."""
         return self.name == "local" or (self.name == "slurm" and self.slurm_cluster == "local")
+
+    @property
+    def procs_per_run(self) -> int:
+        """The processes each run trains with: ``procs``, else one per GPU (at least one)."""
+        if self.procs is not None:
+            return self.procs
+        return max(1, int(self.gpus)) if self.gpus == int(self.gpus) else 1
 
 
 class Executor(Protocol):
@@ -89,14 +98,16 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, parallel: int, gpu_slots: list[str] | None = None) -> None:
+    def __init__(self, parallel: int, gpu_slots: list[str] | None = None, procs: int = 1) -> None:
         """A pool of ``parallel`` threads.
 
         Args:
             parallel: runs at once.
             gpu_slots: CUDA_VISIBLE_DEVICES of each run slot, one run per slot at a time (None: every run sees
                 every GPU).
+            procs: processes of each run's training (``Job.procs``: more than one runs ``torchrun``).
         """
+        self._procs = procs
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="tks-sweep")
         self._futures: dict[concurrent.futures.Future, tuple[int, str | None]] = {}
         self._processes: list[subprocess.Popen] = []
@@ -105,6 +116,7 @@ class LocalExecutor:
 
     def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
         gpus = self._free_gpus.pop(0) if self._free_gpus is not None else None
+        job = replace(job, procs=self._procs)
         if gpus is not None:
             job = replace(job, gpus=gpus)
         fd = claim.fileno()
@@ -151,13 +163,14 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, threads: int, gpus: float, address: str | None) -> None:
+    def __init__(self, threads: int, gpus: float, address: str | None, procs: int = 1) -> None:
         """Connect to Ray (or start a local one).
 
         Args:
-            threads: CPUs per run (``num_cpus`` of each task).
+            threads: CPUs per training process (``num_cpus`` of each task: ``threads`` x ``procs``).
             gpus: GPUs per run (``num_gpus``; fractions share a GPU).
             address: an existing cluster, e.g. ``auto`` or ``ray://head:10001`` (None: start a local Ray).
+            procs: processes of each run's training, started by ``torchrun`` inside the task (one node).
         """
         ray = require("ray", "--executor ray")
         self._ray = ray
@@ -167,11 +180,12 @@ class RayExecutor:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             raise SweepError(f"cannot start or reach {where}: {_one_line(exc)}") from None
         # A failed run is reported, not retried: rerunning the sweep resumes it from its checkpoint.
-        self._task = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=0)(execute_job)
+        self._task = ray.remote(num_cpus=threads * procs, num_gpus=gpus, max_retries=0)(execute_job)
+        self._procs = procs
         self._refs: dict[Any, int] = {}
 
     def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
-        self._refs[self._task.remote(job)] = ident
+        self._refs[self._task.remote(replace(job, procs=self._procs))] = ident
 
     def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
         if not self._refs:
@@ -210,6 +224,7 @@ class SlurmExecutor:
         minutes: int,
         parameters: Mapping[str, Any],
         cluster: str = "slurm",
+        procs: int = 1,
     ) -> None:
         """Check that submitit is there and takes the options; nothing is submitted yet.
 
@@ -221,13 +236,16 @@ class SlurmExecutor:
             minutes: the time limit of each job.
             parameters: more of submitit's parameters, e.g. ``slurm_mem_gb``.
             cluster: ``slurm``, or ``local`` for submitit's local executor.
+            procs: processes of each run's training: the job's one task runs ``torchrun`` with that many (one
+                node, ``cpus_per_task`` = ``threads`` x ``procs``), so that evaluation and the sweep's bookkeeping
+                run once.
         """
         submitit = require("submitit", "--executor slurm")
         try:
             executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions when it finds no SLURM
             raise SweepError(f"cannot submit to {cluster}: {_one_line(exc)}") from None
-        options: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": threads, "tasks_per_node": 1}
+        options: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": threads * procs, "tasks_per_node": 1}
         options["name"] = "tks-sweep"
         if gpus:
             options["gpus_per_node"] = gpus
@@ -239,10 +257,11 @@ class SlurmExecutor:
         except Exception as exc:  # noqa: BLE001 - an unknown or invalid parameter (a NameError, ValueError, ...)
             raise SweepError(f"submitit does not take these options: {_one_line(exc)}") from None
         self._executor = executor
+        self._procs = procs
         self._jobs: dict[Any, int] = {}
 
     def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
-        self._jobs[self._executor.submit(execute_job, job)] = ident
+        self._jobs[self._executor.submit(execute_job, replace(job, procs=self._procs))] = ident
 
     def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
         deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -45,6 +45,8 @@ class Job:
     """OMP_NUM_THREADS and MKL_NUM_THREADS of the job's processes (torch's intra-op threads)."""
     gpus: str | None = None
     """CUDA_VISIBLE_DEVICES of the job's processes; None: as inherited (Ray and SLURM set it themselves)."""
+    procs: int = 1
+    """Processes of its training: more than one trains with distributed data parallel under ``torchrun``."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _execute_job(
         out.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.action} {job.name} (pid {os.getpid()})\n")
 
         def tks(*argv: str) -> str | None:
-            return _run_tks(list(argv), out, log, env, pass_fds, on_process)
+            procs = job.procs if argv[0] == "train" else 1  # evaluation is one process
+            return _run_tks(list(argv), out, log, env, pass_fds, on_process, procs)
 
         error = None
         if job.action == "start":
@@ -123,13 +126,16 @@ def _run_tks(
     env: dict[str, str],
     pass_fds: tuple[int, ...],
     on_process: Callable[[subprocess.Popen], None] | None,
+    procs: int = 1,
 ) -> str | None:
     """Run ``python -m tks ARGV`` with its output appended to the log; None, or why it failed in one line."""
-    out.write(f"$ tks {shlex.join(argv)}\n")
+    command = tks_command(argv, procs)
+    shown = f"tks {shlex.join(argv)}" if procs == 1 else shlex.join(["python", *command[1:]])
+    out.write(f"$ {shown}\n")
     out.flush()
     offset = out.tell()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tks", *argv],
+        command,
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -147,6 +153,20 @@ def _run_tks(
         return f"tks {argv[0]} was killed by {name}"
     reason = _reason(log, offset)
     return f"tks {argv[0]} exited with status {code}" + (f": {reason}" if reason else "")
+
+
+def tks_command(argv: Sequence[str], procs: int = 1) -> list[str]:
+    """The command line of ``tks ARGV`` with this interpreter, as ``procs`` processes of one machine.
+
+    With ``procs`` > 1 it is ``torchrun --standalone --nproc_per_node PROCS -m tks ARGV`` (``torch.distributed.run``,
+    which sets each process's ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; ``tks.distributed.init_from_env`` joins
+    them: NCCL on GPUs, one per process, gloo on CPUs). ``--standalone`` finds a free port, so that several runs can
+    train side by side on one machine.
+    """
+    if procs <= 1:
+        return [sys.executable, "-m", "tks", *argv]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+    return [sys.executable, *launcher, "-m", "tks", *argv]
 
 
 def _reason(log: Path, offset: int) -> str:
