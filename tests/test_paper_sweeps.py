@@ -74,12 +74,14 @@ def test_figure3_evaluates_the_runs_trained_at_10_at_every_t():
         assert calls == expected
 
 
-def test_data_root_keeps_each_datasets_folder_and_leaves_unset_roots(tmp_path):
+def test_data_root_keeps_each_datasets_folder_and_leaves_unset_roots(tmp_path, monkeypatch):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(yaml.safe_dump({"base": str(ROOT / "configs/paper/cifar10_resnet19_tks.yaml"), "out_dir": "o"}))
     (run,) = load_sweep(sweep, data_root="/datasets").runs
     assert run.config.data.root == "/datasets/cifar10"  # the recipe's data/cifar10
     assert load_sweep(sweep).runs[0].config.data.root == "data/cifar10"
+    monkeypatch.chdir(tmp_path)  # a relative --data-root is taken from the working folder: runs may start elsewhere
+    assert load_sweep(sweep, data_root="sets").runs[0].config.data.root == str(tmp_path / "sets" / "cifar10")
     sweep.write_text(yaml.safe_dump({"out_dir": "o"}))  # digits: no root
     assert load_sweep(sweep, data_root="/datasets").runs[0].config.data.root is None
 

@@ -247,10 +247,13 @@ def _run(context: _Context, labels: dict[str, str], sets: dict[str, Any], explic
 
 
 def _with_data_root(config: Config, data_root: str | Path | None) -> Config:
-    """``data.root`` moved under ``data_root``, keeping its last folder; unchanged without either."""
+    """``data.root`` moved under ``data_root`` (made absolute: runs may start elsewhere), keeping its last folder.
+
+    Unchanged without either.
+    """
     if data_root is None or config.data.root is None:
         return config
-    root = Path(data_root) / Path(config.data.root).name
+    root = Path(data_root).absolute() / Path(config.data.root).name
     return replace(config, data=replace(config.data, root=str(root)))
 
 
