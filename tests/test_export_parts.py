@@ -8,6 +8,7 @@ tools/mutants.py). Where a node's meaning matters, the graph is run with ``run_n
 
 import math
 import warnings
+from pathlib import Path
 
 import nir
 import numpy as np
@@ -39,6 +40,7 @@ from tks.export import (
     _topological_order,
     _unwrap,
     _write_atomically,
+    check_finite_parameters,
     export_checkpoint,
     input_metadata,
     model_framework,
@@ -945,12 +947,13 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path,
     target = tmp_path / "model.nir"
     target.write_bytes(b"old")
 
-    def write(path, graph):
-        with open(path, "wb") as half:
-            half.write(b"half")
+    real_write_bytes = Path.write_bytes
+
+    def write_bytes(self, data):  # the file write after the graph was built in memory: half of it, then the error
+        real_write_bytes(self, data[: len(data) // 2])
         raise error
 
-    monkeypatch.setattr(nir, "write", write)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
     with pytest.raises(ExportError) as caught:
         _write_atomically(lif_graph(), target)
     assert message(caught) == f"cannot write {target}: {reason}"
@@ -1046,3 +1049,24 @@ def test_export_checkpoint_of_another_framework_s_model(framework, tmp_path, reg
     (lif,) = [node for node in graph.nodes.values() if isinstance(node, nir.LIF)]
     if framework == "spikingjelly":
         np.testing.assert_allclose(lif.tau, 2.0 * 1e-3)
+
+
+def test_a_graph_with_a_non_finite_parameter_is_refused_naming_it():
+    graph = nir.NIRGraph.from_list(nir.Affine(np.ones((2, 3), dtype=np.float32), np.zeros(2, dtype=np.float32)))
+    check_finite_parameters(graph, 1e-4)  # finite: nothing to say
+    for bad in (np.inf, -np.inf, np.nan):
+        node = nir.LIF(
+            tau=np.array([1.0, bad], dtype=np.float32), r=np.ones(2), v_leak=np.zeros(2), v_threshold=np.ones(2)
+        )
+        graph = nir.NIRGraph.from_list(node)
+        name = next(n for n, v in graph.nodes.items() if isinstance(v, nir.LIF))
+        with pytest.raises(ExportError) as caught:
+            check_finite_parameters(graph, 1e300)
+        assert str(caught.value) == (
+            f"dt=1e+300 makes tau of node {name!r} non-finite (tau x dt overflows); give a dt of seconds "
+            f"(default {DEFAULT_DT})"
+        )
+    scalar = nir.NIRGraph.from_list(nir.Threshold(np.array([1.0])))
+    scalar.nodes[next(iter(scalar.nodes))].threshold = float("nan")  # a plain float parameter is checked too
+    with pytest.raises(ExportError, match="makes threshold of node"):
+        check_finite_parameters(scalar, 1.0)

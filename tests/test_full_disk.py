@@ -155,3 +155,22 @@ def test_a_sweep_job_that_cannot_write_its_log_fails_in_one_line(tmp_path):
     result = execute_job(job)
     assert not result.ok and result.folder is None
     assert result.message.startswith(f"cannot write {tmp_path / 'logs'}: ") and "\n" not in result.message
+
+
+@pytest.mark.slow
+def test_export_on_a_full_disk_and_with_an_overflowing_dt(tmp_path):
+    pytest.importorskip("nir")
+    train = ["train", *FAST, "--set", "optim.epochs=1", "--set", f"run.out_dir={tmp_path / 'runs'}"]
+    assert subprocess.run([sys.executable, "-m", "tks", *train], capture_output=True, cwd=tmp_path).returncode == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    out = tmp_path / "model.nir"
+    export = ["export", str(run_dir / "checkpoint.pt"), "--out", str(out)]
+    result = tks_limited(export, 3000, tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("tks: error:")]
+    assert error.startswith(f"tks: error: cannot write {out}: "), error
+    assert not out.exists() and leftovers(tmp_path) == []
+    overflow = subprocess.run([sys.executable, "-m", "tks", *export, "--dt", "1e308"], capture_output=True, text=True)
+    assert overflow.returncode == 2 and not out.exists()
+    assert overflow.stderr.strip().startswith("tks: error: dt=1e+308 makes tau of node "), overflow.stderr
+    assert "non-finite (tau x dt overflows)" in overflow.stderr

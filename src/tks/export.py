@@ -24,8 +24,8 @@ semantics, so an export can be checked against the model it came from.
 from __future__ import annotations
 
 import copy
+import io
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from tks.extras import require
 from tks.models.blocks import SpikingClassifier
 from tks.models.resnet19 import BasicBlock
 from tks.models.sew_resnet import SEWBasicBlock, SEWBottleneck
-from tks.paths import check_writable_file
+from tks.paths import atomic_file, check_writable_file
 from tks.snn import LIF, PerStep, Stepwise, reset_states
 from tks.snn.layers import TEBN
 
@@ -324,13 +324,31 @@ def export_checkpoint(
     check_writable_file(target, "out")
     model, info, cfg, _ = load_model(path)
     framework = model_framework(model)
-    if framework == "tks":
-        graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
-    else:
-        graph = _foreign_nir(framework, model, (cfg.data.num_steps, 1, info.in_channels, *info.input_size), dt)
+    with np.errstate(over="ignore"):  # an overflowing tau x dt is refused below, in one line
+        if framework == "tks":
+            graph = to_nir(model, (info.in_channels, *info.input_size), dt=dt, pooling=pooling)
+        else:
+            graph = _foreign_nir(framework, model, (cfg.data.num_steps, 1, info.in_channels, *info.input_size), dt)
     graph.metadata.update(input_metadata(cfg, info, dt))
+    check_finite_parameters(graph, dt)
     _write_atomically(graph, target)
     return target
+
+
+def check_finite_parameters(graph: nir.NIRGraph, dt: float) -> None:
+    """Refuse a graph with a non-finite parameter: with finite weights, only ``dt`` can make one (tau x dt overflows).
+
+    Raises:
+        ExportError: naming the node, the parameter and ``dt``.
+    """
+    for name, node in graph.nodes.items():
+        for key, value in vars(node).items():
+            array = np.asarray(value) if isinstance(value, (np.ndarray, float)) else None
+            if array is not None and array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ExportError(
+                    f"dt={dt} makes {key} of node {name!r} non-finite (tau x dt overflows); give a dt of seconds "
+                    f"(default {DEFAULT_DT})"
+                )
 
 
 def model_framework(model: nn.Module) -> str:
@@ -447,16 +465,16 @@ def input_metadata(cfg: Config, info: DatasetInfo, dt: float) -> dict[str, Any]:
 
 
 def _write_atomically(graph: nir.NIRGraph, target: Path) -> None:
-    """``nir.write`` to a temporary name, renamed over ``target``: a failed write leaves no half-written file."""
+    """The graph as HDF5, whole or not at all: built in memory, then written through ``atomic_file``.
+
+    HDF5 that fails to write a file (a full disk) prints tracebacks from its destructors and can crash the
+    process; in memory it cannot fail that way, and the file write that follows is plain Python I/O.
+    """
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        nir.write(str(tmp), graph)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ExportError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(target, ExportError) as tmp:
+        tmp.write_bytes(buffer.getvalue())
 
 
 def run_nir(graph: nir.NIRGraph, x_seq: Tensor, *, dt: float | None = None) -> Tensor:
