@@ -68,9 +68,7 @@ def sweep(
     if not dry_run and executor.on_this_machine:
         _check_data_roots(sweeps)
     if dry_run:
-        for i, one in enumerate(sweeps):
-            out(("\n" if i else "") + format_listing(one, current_states(one)))
-        return 0
+        return _dry_run(sweeps, out)
     procs = executor.procs_per_run
     if executor.on_this_machine:  # submitit's local executor, too, starts every job it gets at once
         parallel, threads = local_capacity(max(1, available_cores() // procs), executor.parallel, executor.threads)
@@ -96,6 +94,29 @@ def sweep(
     # Local runs write run.out_dir as the user sees it (relative below the working folder); remote ones need it whole.
     job_out_dir = shown_path if executor.name == "local" else str
     return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
+
+
+def _dry_run(sweeps: Sequence[Sweep], out: Callable[[str], None]) -> int:
+    """What a queue would stumble on and the compute, then each sweep's runs; 1 when a data root is missing.
+
+    The configs, grid values, ``eval`` options and plugins were checked when the sweeps were loaded (an error
+    there is raised before this); here the data roots are looked at and the compute is counted (``preflight``).
+    The listing comes last, so that its last line still counts the runs' states.
+    """
+    from tks.sweep.preflight import data_problems, format_compute
+
+    runs = sum(len(one.runs) for one in sweeps)
+    plugins = {spec for one in sweeps for run in one.runs for spec in run.config.run.plugins}
+    problems = data_problems(sweeps)
+    roots = "every data root found"
+    if problems:
+        roots = f"{len(problems)} data root(s) missing (give --data-root DIR or set data.root):"
+    out(f"checked: {runs} run config(s), their eval options, {len(plugins)} plugin(s); {roots}")
+    for line in [*(f"  {p}" for p in problems), *format_compute(sweeps)]:
+        out(line)
+    for one in sweeps:
+        out("\n" + format_listing(one, current_states(one)))
+    return 1 if problems else 0
 
 
 def _with_plugins(one: Sweep, extra: Sequence[str]) -> Sweep:
