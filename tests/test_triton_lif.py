@@ -225,10 +225,15 @@ def test_launch_functions_refuse_what_the_kernels_cannot_read(kernels):
         kernels.lif_forward(torch.zeros(3, 2, 4).transpose(0, 1), 2.0, 0.5, True)
     with pytest.raises(ValueError, match=r"^triton LIF: x_seq must be a dense \[T, N\] block .* got shape \(\)"):
         kernels.lif_forward(torch.tensor(1.0), 2.0, 0.5, True)  # no time axis
-    with pytest.raises(ValueError, match="dense"):  # an expanded gradient, as .sum().backward() gives
+    with pytest.raises(ValueError, match="^triton LIF: grad_spikes must be a dense"):  # as .sum().backward() gives
         kernels.lif_backward(torch.ones(3).expand(2, 3), torch.zeros(2, 3), 2.0, 0.5, "atan", 2.0, True)
+    with pytest.raises(TypeError, match="^triton LIF: h_seq must be one of"):
+        kernels.lif_backward(torch.zeros(2, 3), torch.zeros(2, 3, dtype=torch.float64), 2.0, 0.5, "atan", 2.0, True)
+    with pytest.raises(TypeError, match="^triton LIF: grad_spikes must be one of"):
+        kernels.lif_backward(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 3), 2.0, 0.5, "atan", 2.0, True)
     h_seq = _inputs(2, "channels_last")
-    with pytest.raises(ValueError, match="strides of h_seq"):  # both dense, but elements in different orders
+    message = "^triton LIF: grad_spikes must have the shape and strides of h_seq, got "
+    with pytest.raises(ValueError, match=message):  # both dense, but elements in different orders
         kernels.lif_backward(h_seq.contiguous(), h_seq, 2.0, 0.5, "atan", 2.0, True)
     with pytest.raises(ValueError, match="unknown surrogate"):
         kernels.lif_backward(h_seq, h_seq, 2.0, 0.5, "sigmoid", 2.0, True)
