@@ -314,6 +314,8 @@ def test_validation_split_selects_best_and_records_provenance_across_resume(tmp_
     record = load_checkpoint(run_dir / "checkpoint.pt")
     record.config["optim"]["epochs"] = 3
     save_checkpoint(run_dir / "checkpoint.pt", record)
+    config = run_dir / "config.yaml"  # the folder's config says so too: resume refuses a folder that disagrees
+    config.write_text(config.read_text().replace("\n  epochs: 2\n", "\n  epochs: 3\n"))
     assert main(["train", "--resume", str(run_dir)]) == 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     first, second = metrics["provenance"]["sessions"]
