@@ -352,7 +352,7 @@ def test_a_file_cut_short_anywhere_is_one_error(tmp_path, legacy):
     [
         (b"", "EOFError"),  # an exception without a message: its type
         (b"hello world, not a checkpoint\n", "101"),  # text: the unpickler reads 'h' and fails on a lookup
-        (b"PK\x03\x04 not really a zip", "PytorchStreamReader failed reading zip archive: not a ZIP archive."),
+        (b"PK\x03\x04 not really a zip", "PytorchStreamReader failed reading zip archive: not a ZIP archive"),
     ],
     ids=["empty", "text", "bad-zip"],
 )
