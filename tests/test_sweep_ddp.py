@@ -1,4 +1,5 @@
-"""Multi-process runs in a sweep: a run given N processes trains as N ranks of DDP under ``torchrun``.
+"""Multi-process runs in a sweep: a run given N processes trains as N ranks of DDP, under ``torchrun`` (local, Ray)
+or as the N tasks of a SLURM job.
 
 The reference is ``torchrun`` run by hand on the same config: two gloo processes on CPU, one thread each, so the
 sweep's run must end with exactly the same numbers (same seed, same shards, same all-reduce order).
@@ -9,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from tks.sweep import executors
+from tks.sweep import executors, jobs
 from tks.sweep.executors import ExecutorOptions, SlurmExecutor
 from tks.sweep.jobs import Job, tks_command
 
@@ -78,9 +80,12 @@ def test_two_process_run_of_a_local_sweep_matches_torchrun_by_hand(tmp_path, ref
 
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason='pip install -e ".[slurm]"')
 @pytest.mark.slow
-def test_two_process_run_through_submitits_local_executor_matches_torchrun(tmp_path, reference):
+def test_two_task_run_through_submitits_local_executor_matches_torchrun(tmp_path, reference):
     ours = swept(tmp_path, "--threads-per-run", "1", "--executor", "slurm", "--slurm-cluster", "local")
     assert_same_run(ours, reference)
+    log = (tmp_path / "out" / ".sweep" / "logs" / "ddp.log").read_text()
+    assert "torch.distributed.run" not in log  # each task is a rank: no torchrun
+    assert "start ddp (rank 0 of 2, pid" in log and "start ddp (rank 1 of 2, pid" in log
 
 
 def test_training_takes_torchrun_only_with_more_than_one_process():
@@ -103,19 +108,68 @@ def a_job(tmp_path: Path) -> Job:
     return Job("r", "k", "start", str(tmp_path), "", None, (), str(tmp_path / "log"), threads=2)
 
 
-def test_a_slurm_job_is_one_task_running_torchrun_on_the_gpus(monkeypatch, tmp_path):
-    """No SLURM here: a stand-in ``srun`` lets submitit build the sbatch parameters, which are checked."""
+def slurm_parameters(monkeypatch, tmp_path: Path, procs: int) -> tuple[dict, list]:
+    """The sbatch parameters of a SLURM executor of ``procs`` processes per run, and what it submits.
+
+    No SLURM here: a stand-in ``srun`` lets submitit build the parameters.
+    """
     pytest.importorskip("submitit")
     (tmp_path / "srun").write_text("#!/bin/sh\n")
     (tmp_path / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    executor = SlurmExecutor(tmp_path, threads=2, gpus=4, partition=None, minutes=5, parameters={}, procs=4)
-    params = executor._executor._executor.parameters  # submitit's SLURM parameters, as they go to sbatch
-    assert params["cpus_per_task"] == 8 and params["ntasks_per_node"] == 1 and params["gpus_per_node"] == 4
+    executor = SlurmExecutor(tmp_path, threads=2, gpus=procs, partition=None, minutes=5, parameters={}, procs=procs)
     submitted = []
-    monkeypatch.setattr(executor._executor, "submit", lambda fn, job: submitted.append(job) or object())
+    monkeypatch.setattr(executor._executor, "submit", lambda *call: submitted.append(call) or object())
     executor.submit(0, a_job(tmp_path), claim=None)
-    assert submitted[0].procs == 4
+    return executor._executor._executor.parameters, submitted
+
+
+def test_a_slurm_job_has_a_task_per_process_each_a_rank(monkeypatch, tmp_path):
+    params, [(function, job)] = slurm_parameters(monkeypatch, tmp_path, procs=4)
+    assert params["ntasks_per_node"] == 4 and params["cpus_per_task"] == 2 and params["gpus_per_node"] == 4
+    assert function is jobs.execute_task and job.procs == 4
+
+
+def test_a_slurm_job_of_one_process_is_one_task(monkeypatch, tmp_path):
+    params, [(function, job)] = slurm_parameters(monkeypatch, tmp_path, procs=1)
+    assert params["ntasks_per_node"] == 1 and params["cpus_per_task"] == 2 and params["gpus_per_node"] == 1
+    assert function is jobs.execute_job and job.procs == 1
+
+
+def test_a_tasks_rank_comes_from_the_job_and_its_port_from_the_job_id():
+    task = SimpleNamespace(
+        global_rank=1, local_rank=1, num_tasks=2, num_nodes=1, hostnames=["n7", "n8"], job_id="123456"
+    )
+    assert jobs.rank_variables(task) == {
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "n7",
+        "MASTER_PORT": str(20000 + 123456 % 12768),
+    }
+    ports = {jobs.master_port(str(job_id)) for job_id in range(5000, 5000 + 12768)}
+    assert len(ports) == 12768 and min(ports) == 20000 and max(ports) == 32767  # below the ephemeral ports
+    assert 20000 <= jobs.master_port("123_4") <= 32767  # an array job's id
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_every_rank_trains_and_rank_0_alone_evaluates(monkeypatch, tmp_path, rank):
+    """Each task runs ``tks train`` as its rank (no torchrun); only rank 0 goes on to ``tks eval``."""
+    ran = []
+    monkeypatch.setattr(jobs, "_run_tks", lambda argv, out, log, env, *rest: ran.append((argv, env, rest)))
+    ranks = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": "2", "MASTER_ADDR": "n7", "MASTER_PORT": "20001"}
+    job = replace(a_job(tmp_path), action="resume", folder=str(tmp_path / "run"), evals=(("--steps", "2"),), procs=2)
+    result = jobs.execute_job(job, ranks=ranks)
+    assert result.ok and result.folder == str(tmp_path / "run")
+    (train, env, rest), *evals = ran
+    assert train == ["train", "--resume", str(tmp_path / "run")] and len(rest) == 2  # procs left at 1: no torchrun
+    assert {key: env[key] for key in ranks} == ranks
+    assert [argv for argv, _, _ in evals] == (
+        [["eval", str(tmp_path / "run" / "checkpoint.pt"), "--steps", "2"]] if rank == "0" else []
+    )
+    assert all("RANK" not in env for _, env, _ in evals)  # evaluation is one process of its own
+    assert f"resume r (rank {rank} of 2, pid" in (tmp_path / "log").read_text()
 
 
 def test_a_ray_task_asks_for_the_gpus_and_the_cpus_of_every_process(monkeypatch, tmp_path):

@@ -419,7 +419,7 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="processes of DDP training per run under torchrun (default: one per GPU, else 1; on CPU: gloo)",
+        help="DDP processes per run, by torchrun or as SLURM tasks (default: one per GPU, else 1; on CPU: gloo)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder instead of the file's out_dir")

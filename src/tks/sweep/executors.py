@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from tks.extras import require
 from tks.locks import FileLock
-from tks.sweep.jobs import Job, JobResult, execute_job
+from tks.sweep.jobs import Job, JobResult, execute_job, execute_task
 from tks.sweep.spec import SweepError
 
 
@@ -211,7 +211,11 @@ class RayExecutor:
 
 
 class SlurmExecutor:
-    """Every run a SLURM job submitted through submitit (or submitit's local executor, which needs no SLURM)."""
+    """Every run a SLURM job submitted through submitit (or submitit's local executor, which needs no SLURM).
+
+    A run of N > 1 processes is a job of N tasks on one node, each one rank of the training (``execute_task``), as
+    SLURM is meant to start the processes of a distributed job; Ray and the local executor run ``torchrun``.
+    """
 
     name = "slurm"
 
@@ -230,22 +234,21 @@ class SlurmExecutor:
 
         Args:
             folder: submitit's files (job scripts, pickled jobs and results, SLURM output).
-            threads: CPUs per run (``cpus_per_task``).
+            threads: CPUs per training process (``cpus_per_task``).
             gpus: GPUs per run (``gpus_per_node``).
             partition: the SLURM partition (None: the cluster's default).
             minutes: the time limit of each job.
             parameters: more of submitit's parameters, e.g. ``slurm_mem_gb``.
             cluster: ``slurm``, or ``local`` for submitit's local executor.
-            procs: processes of each run's training: the job's one task runs ``torchrun`` with that many (one
-                node, ``cpus_per_task`` = ``threads`` x ``procs``), so that evaluation and the sweep's bookkeeping
-                run once.
+            procs: processes of each run's training: the job's tasks (``tasks_per_node``; ``threads`` CPUs each),
+                which join one process group (``execute_task``); rank 0 alone also evaluates the run.
         """
         submitit = require("submitit", "--executor slurm")
         try:
             executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         except Exception as exc:  # noqa: BLE001 - submitit raises plain exceptions when it finds no SLURM
             raise SweepError(f"cannot submit to {cluster}: {_one_line(exc)}") from None
-        options: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": threads * procs, "tasks_per_node": 1}
+        options: dict[str, Any] = {"timeout_min": minutes, "cpus_per_task": threads, "tasks_per_node": procs}
         options["name"] = "tks-sweep"
         if gpus:
             options["gpus_per_node"] = gpus
@@ -258,10 +261,11 @@ class SlurmExecutor:
             raise SweepError(f"submitit does not take these options: {_one_line(exc)}") from None
         self._executor = executor
         self._procs = procs
+        self._function = execute_task if procs > 1 else execute_job
         self._jobs: dict[Any, int] = {}
 
     def submit(self, ident: int, job: Job, claim: FileLock) -> None:  # noqa: D102
-        self._jobs[self._executor.submit(execute_job, replace(job, procs=self._procs))] = ident
+        self._jobs[self._executor.submit(self._function, replace(job, procs=self._procs))] = ident
 
     def wait(self, timeout: float) -> list[tuple[int, JobResult]]:  # noqa: D102
         deadline = time.monotonic() + timeout
@@ -274,7 +278,7 @@ class SlurmExecutor:
         for job in done:
             ident = self._jobs.pop(job)
             try:
-                ended.append((ident, job.result()))
+                ended.append((ident, job.results()[0]))  # rank 0's: the only task that evaluates
             except Exception as exc:  # noqa: BLE001 - the job failed, timed out or was cancelled
                 ended.append((ident, _failed(exc)))
         return ended

@@ -4,6 +4,9 @@
 starts ``python -m tks`` with the interpreter it runs under (never a ``tks`` found on ``PATH``, which may be another
 installation), so that the job trains with the same tks as the process that runs it. Everything it needs travels
 in the ``Job`` (the resolved config as text, paths), and the output folder must be the same path where it runs.
+
+A run of several processes trains under ``torchrun`` inside the job, except on SLURM, whose job is one task per
+process: each task runs ``execute_task``, one rank of the training, and rank 0 alone does the rest of the job.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from tks.runfiles import FINAL_CHECKPOINT
 from tks.sweep.folders import RunFolders, inspect
@@ -46,7 +50,8 @@ class Job:
     gpus: str | None = None
     """CUDA_VISIBLE_DEVICES of the job's processes; None: as inherited (Ray and SLURM set it themselves)."""
     procs: int = 1
-    """Processes of its training: more than one trains with distributed data parallel under ``torchrun``."""
+    """Processes of its training: more than one trains with distributed data parallel, under ``torchrun`` or as the
+    tasks of a SLURM job (``execute_task``)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,11 @@ class JobResult:
 
 
 def execute_job(
-    job: Job, *, pass_fds: tuple[int, ...] = (), on_process: Callable[[subprocess.Popen], None] | None = None
+    job: Job,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    on_process: Callable[[subprocess.Popen], None] | None = None,
+    ranks: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Train and evaluate one run as ``job`` says; failures are returned, not raised.
 
@@ -71,17 +80,66 @@ def execute_job(
         pass_fds: file descriptors the ``tks`` processes keep open (the local executor passes the run's claim, so
             that the claim lasts as long as the training even if the sweep itself is killed).
         on_process: called with every process started, so that the caller can stop it.
+        ranks: the ``torch.distributed`` variables of one rank of the training, when the engine started the ranks
+            itself (``rank_variables``): ``tks train`` runs as that rank instead of under ``torchrun``, and a rank
+            other than 0 only trains (rank 0 finds the run folder and evaluates it).
     """
     started = time.monotonic()
     try:
-        return _execute_job(job, started, pass_fds, on_process)
+        return _execute_job(job, started, pass_fds, on_process, ranks)
     except OSError as exc:  # the log or the run's config cannot be written (a full disk): this run fails, in a line
         where = exc.filename or job.log
         return JobResult(False, job.folder, f"cannot write {where}: {exc.strerror or exc}", time.monotonic() - started)
 
 
+def execute_task(job: Job) -> JobResult:
+    """One task of a SLURM job of ``job.procs`` tasks (submitit runs it in each): one rank of the run's training.
+
+    The tasks join one process group through the variables that ``torchrun`` would set (``rank_variables``, from
+    submitit's view of the job), so each trains as a ``torchrun`` worker does. Rank 0's result is the job's.
+    """
+    from submitit import JobEnvironment  # only SLURM jobs run this, where submitit is installed
+
+    return execute_job(job, ranks=rank_variables(JobEnvironment()))
+
+
+def rank_variables(environment: Any) -> dict[str, str]:
+    """What ``torchrun`` would set for this task's process (``tks.distributed`` reads it), from a job's tasks.
+
+    Args:
+        environment: a ``submitit.JobEnvironment``: its ``global_rank``, ``local_rank``, ``num_tasks``,
+            ``num_nodes``, ``hostnames`` (rank 0 listens on the first) and ``job_id`` (the port, ``master_port``).
+    """
+    return {
+        "RANK": str(environment.global_rank),
+        "LOCAL_RANK": str(environment.local_rank),
+        "WORLD_SIZE": str(environment.num_tasks),
+        "LOCAL_WORLD_SIZE": str(environment.num_tasks // environment.num_nodes),
+        "MASTER_ADDR": environment.hostnames[0],
+        "MASTER_PORT": str(master_port(environment.job_id)),
+    }
+
+
+# Below Linux's range of ephemeral ports (32768-60999), which the kernel hands to outgoing connections.
+FIRST_PORT, PORTS = 20000, 12768
+
+
+def master_port(job_id: str) -> int:
+    """The port of rank 0's store for job ``job_id``: jobs whose ids are less than ``PORTS`` apart get different ports.
+
+    SLURM's job ids count up, and the local executor's are process ids, so jobs on one node at once do not collide
+    (an inherited ``MASTER_PORT`` would give every job of a node the same port).
+    """
+    number = int(job_id) if job_id.isdigit() else zlib.crc32(job_id.encode())
+    return FIRST_PORT + number % PORTS
+
+
 def _execute_job(
-    job: Job, started: float, pass_fds: tuple[int, ...], on_process: Callable[[subprocess.Popen], None] | None
+    job: Job,
+    started: float,
+    pass_fds: tuple[int, ...],
+    on_process: Callable[[subprocess.Popen], None] | None,
+    ranks: Mapping[str, str] | None,
 ) -> JobResult:
     log = Path(job.log)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -90,26 +148,25 @@ def _execute_job(
         env["CUDA_VISIBLE_DEVICES"] = job.gpus
     env.setdefault("MLFLOW_EXPERIMENT_NAME", f"tks-sweep-{Path(job.out_dir).name}")  # one sweep, one experiment
     folder = Path(job.folder) if job.folder else None
+    rank = "" if ranks is None else f"rank {ranks['RANK']} of {ranks['WORLD_SIZE']}, "
 
     with open(log, "a", encoding="utf-8") as out:
-        out.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.action} {job.name} (pid {os.getpid()})\n")
+        out.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {job.action} {job.name} ({rank}pid {os.getpid()})\n")
 
         def tks(*argv: str) -> str | None:
-            procs = job.procs if argv[0] == "train" else 1  # evaluation is one process
-            return _run_tks(list(argv), out, log, env, pass_fds, on_process, procs)
+            if argv[0] != "train":  # evaluation is one process
+                return _run_tks(list(argv), out, log, env, pass_fds, on_process)
+            if ranks is not None:
+                return _run_tks(list(argv), out, log, {**env, **ranks}, pass_fds, on_process)
+            return _run_tks(list(argv), out, log, env, pass_fds, on_process, job.procs)
 
-        error = None
-        if job.action == "start":
-            with tempfile.TemporaryDirectory(prefix="tks-sweep-") as tmp:
-                config = Path(tmp) / f"{job.name}.yaml"
-                config.write_text(job.config, encoding="utf-8")
-                error = tks("train", str(config))
-            if error is None:
-                folder = finished_folder(Path(job.out_dir), job.key)
-                if folder is None:
-                    error = f"tks train ended but no finished run folder of this run is in {job.out_dir}"
-        elif job.action == "resume":
-            error = tks("train", "--resume", str(folder))
+        error = _train(job, folder, tks)
+        if ranks is not None and ranks["RANK"] != "0":
+            return JobResult(error is None, job.folder, error or "", time.monotonic() - started)
+        if error is None and job.action == "start":
+            folder = finished_folder(Path(job.out_dir), job.key)
+            if folder is None:
+                error = f"tks train ended but no finished run folder of this run is in {job.out_dir}"
         for args in job.evals:
             if error is not None:
                 break
@@ -117,6 +174,18 @@ def _execute_job(
     if error is not None:
         error = f"{error} (log: {log})"
     return JobResult(error is None, str(folder) if folder else None, error or "", time.monotonic() - started)
+
+
+def _train(job: Job, folder: Path | None, tks: Callable[..., str | None]) -> str | None:
+    """Train the run as ``job.action`` says (an ``evaluate`` job has nothing to train); None, or why it failed."""
+    if job.action == "start":
+        with tempfile.TemporaryDirectory(prefix="tks-sweep-") as tmp:
+            config = Path(tmp) / f"{job.name}.yaml"
+            config.write_text(job.config, encoding="utf-8")
+            return tks("train", str(config))
+    if job.action == "resume":
+        return tks("train", "--resume", str(folder))
+    return None
 
 
 def _run_tks(
