@@ -102,7 +102,7 @@ def counted_on_tensors(config, batch: int = 4) -> tuple[float, float]:
 def test_compute_per_run_and_in_total_is_samples_times_epochs_times_counted_flops(tmp_path, capsys):
     sweep = {"base": TINY, "out_dir": "out", "name": "d-{run.seed}", "grid": {"run.seed": [0, 1]}}
     code, text = dry_run(write(tmp_path, sweep), capsys)
-    assert code == 0
+    assert code == 0 and "assumed 50 TFLOP/s; --measure times steps on this machine instead" in text
     train, test = counted_on_tensors(load_config(None, [f"optim.epochs={3}", "data.num_steps=2"]))
     per_run = 3 * (1437 * train + 360 * test)  # digits: 1,437 training and 360 test images, a test every epoch
     shown = dict(re.findall(r"^  (d-\d): ([0-9.e+]+) FLOPs", text, re.MULTILINE))
@@ -118,3 +118,48 @@ def test_vgg_snn_count_matches_the_recorded_benchmark():
     train, test = sample_flops(config.model, "cifar10-dvs", 4)
     assert train == pytest.approx(522.5e9 / 16, rel=1e-3)
     assert test == pytest.approx(train / 3, rel=0.01)  # the forward pass is a third of forward and backward
+
+
+MEASURED = re.compile(
+    r"^  (\S+): training step ([0-9.e+-]+) s x (\d+) steps \+ test batch ([0-9.e+-]+) s x (\d+) batches, "
+    r"x (\d+) epochs = ([0-9.e+-]+) h$",
+    re.MULTILINE,
+)
+
+
+def test_measured_hours_are_the_printed_step_times_times_steps_and_epochs(tmp_path, capsys):
+    sweep = {"base": TINY, "out_dir": "out", "name": "d-{run.seed}", "grid": {"run.seed": [0, 1]}}
+    code, text = dry_run(write(tmp_path, sweep), capsys, "--measure")
+    assert code == 0 and "timed on cpu (" in text and "1 thread)" in text  # a local run's one thread
+    assert re.search(r"^measuring 1 setup\(s\) took \d+ s$", text, re.MULTILINE)  # two seeds, one setup
+    rows = {row[0]: [float(v) for v in row[1:]] for row in MEASURED.findall(text)}
+    assert set(rows) == {"d-0", "d-1"} and rows["d-0"] == rows["d-1"]
+    step, steps, batch, batches, epochs, hours = rows["d-0"]
+    assert step > 0 and batch > 0
+    assert (steps, batches, epochs) == (1437 // 64, 2, 3)  # digits: 1,437 training and 360 test images; 64, 256
+    assert hours == pytest.approx((step * steps + batch * batches) * epochs / 3600, rel=1e-2)
+    total = re.search(r"^total: ([0-9.e+-]+) h for 2 run\(s\)$", text, re.MULTILINE)
+    assert float(total[1]) == pytest.approx(2 * hours, rel=1e-2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_setup_too_big_for_this_machine_is_one_line_and_the_others_are_measured(tmp_path, capsys):
+    runs = [{"name": "ok"}, {"name": "big", "set": {"data.batch_size": 10**9}}]
+    code, text = dry_run(write(tmp_path, {"base": TINY, "out_dir": "out", "runs": runs}), capsys, "--measure")
+    assert code == 0
+    big = [line for line in text.splitlines() if line.startswith("  big: ")]
+    assert len(big) == 1 and re.fullmatch(
+        r"  big: not measured: T=2 with data.batch_size=1000000000 needs at least [0-9.]+ GiB of activations, "
+        r"but cpu has [0-9.]+ GiB free; lower T or the batch size",
+        big[0],
+    )
+    assert [row[0] for row in MEASURED.findall(text)] == ["ok"] and "h for 1 run(s)" in text
+
+
+def test_measure_without_dry_run_is_refused_in_one_line(tmp_path, capsys):
+    code = main(["sweep", str(write(tmp_path, {"base": TINY, "out_dir": "out"})), "--measure"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [
+        "tks: error: --measure goes with --dry-run: it times a few steps of each model and starts no run"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -242,6 +242,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out_dir=args.out,
         only=args.only,
         dry_run=args.dry_run,
+        measure=args.measure,
         plugins=args.plugin,
         data_root=args.data_root,
         out=lambda line: print(line, flush=True),
@@ -427,6 +428,11 @@ def _add_sweep(verbs: argparse._SubParsersAction) -> None:
         "--only", action="append", default=[], metavar="PATTERN", help="only runs whose name matches, e.g. '*-s0'"
     )
     p.add_argument("--dry-run", action="store_true", help="list the runs and what each needs; start nothing")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="with --dry-run: time a few training steps of each model here and estimate the hours from them",
+    )
     p.add_argument(
         "--data-root",
         default=None,

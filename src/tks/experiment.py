@@ -26,13 +26,14 @@ from tks.checkpoint import CheckpointError, CheckpointRecord, load_checkpoint
 from tks.checkpoint_model import stored_config
 from tks.config import Config, ConfigError, to_dict
 from tks.config.identity import identity_settings
-from tks.data import check_options
+from tks.data import DatasetInfo, check_options
 from tks.data.loading import TrainingData, data_options, load_split, load_training_data, make_loader
 from tks.distributed import Dist, init_from_env, is_main_from_env, shutdown
 from tks.engine import EpochHook, EvalSets, FitState, Training, fit, unwrap
 from tks.errors import TKSError, TKSWarning
 from tks.extras import require
 from tks.hooks import AppendLog, OnRecord, RecordSession, SaveCheckpoint, TensorBoardScalars
+from tks.inference import SINGLE
 from tks.locks import FileLock, lock_run_dir
 from tks.losses import Criterion, zero_weight_warning
 from tks.paths import check_writable_folder
@@ -130,10 +131,10 @@ def _run(
         seed_everything(cfg.run.seed)
         if cfg.run.deterministic:
             torch.use_deterministic_algorithms(True)
-        device = _device(cfg, dist)
+        device = training_device(cfg, dist)
         _preflight(cfg, run_dir, device, dist)
         data, test_set = _datasets(cfg, dist)
-        training, state = _training(cfg, data, device, dist, record, run_dir)
+        training, state = build_training(cfg, data.info, device, dist, record, run_dir)
         if run_dir is None:
             run_dir, lock = _new_run_dir(cfg) if dist.is_main else (Path(cfg.run.out_dir), None)
         plugins = [p.as_record() for p in load_plugins(cfg.run.plugins)]  # loaded already: their records
@@ -187,8 +188,8 @@ def _new_run_dir(cfg: Config) -> tuple[Path, FileLock]:
     return run_dir, lock
 
 
-def _device(cfg: Config, dist: Dist) -> torch.device:
-    """The device this process trains on (its own GPU under ``torchrun``)."""
+def training_device(cfg: Config, dist: Dist = SINGLE) -> torch.device:
+    """The device this process trains on (its own GPU under ``torchrun``); fp16 needs CUDA (``ConfigError``)."""
     device = resolve_device(cfg.run.device)
     if device.type == "cuda" and dist.enabled:
         device = torch.device("cuda", dist.local_rank)
@@ -207,6 +208,11 @@ def _preflight(cfg: Config, run_dir: Path | None, device: torch.device, dist: Di
         Criterion(cfg.loss)  # an unknown loss or option: one line now, not after the data has loaded
     if info.kind == "events" and cfg.data.frames_cache not in ("auto", "off"):
         check_writable_folder(cfg.data.frames_cache, "data.frames_cache")
+    check_step_fits(cfg, info, device)
+
+
+def check_step_fits(cfg: Config, info: DatasetInfo, device: torch.device) -> None:
+    """Refuse, in one line, a model its input is too small for, or a training batch too big for ``device``."""
     build = partial(build_model, cfg.model, info, cfg.data.num_steps)
     check_input_size(build, cfg.model.name, cfg.data.name, info.in_channels, info.input_size)
     needed = activation_bytes(
@@ -230,16 +236,19 @@ def _datasets(cfg: Config, dist: Dist) -> tuple[TrainingData, Dataset]:
     return data, test_set
 
 
-def _training(
+def build_training(
     cfg: Config,
-    data: TrainingData,
+    info: DatasetInfo,
     device: torch.device,
-    dist: Dist,
-    record: CheckpointRecord | None,
-    run_dir: Path | None,
+    dist: Dist = SINGLE,
+    record: CheckpointRecord | None = None,
+    run_dir: Path | None = None,
 ) -> tuple[Training, FitState]:
-    """The model, loss, optimizer and schedule of the run, and its progress (restored from ``record`` when given)."""
-    model = build_model(cfg.model, data.info, cfg.data.num_steps).to(device)
+    """The model, loss, optimizer and schedule of the run, and its progress (restored from ``record`` when given).
+
+    ``tks sweep --dry-run --measure`` times steps of the same objects (``tks.sweep.measure``).
+    """
+    model = build_model(cfg.model, info, cfg.data.num_steps).to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     schedule = scaled_optim(cfg.optim, cfg.data.batch_size, dist.world_size)
@@ -258,7 +267,7 @@ def _training(
         Criterion(cfg.loss),
         optimizer,
         schedule,
-        encode=encoder(data.info.kind, cfg.data.num_steps, channels_last=cfg.run.channels_last),
+        encode=encoder(info.kind, cfg.data.num_steps, channels_last=cfg.run.channels_last),
         device=device,
         precision=cfg.run.precision,
         scaler=scaler,

@@ -37,6 +37,7 @@ def sweep(
     out_dir: str | Path | None = None,
     only: Sequence[str] = (),
     dry_run: bool = False,
+    measure: bool = False,
     plugins: Sequence[str] = (),
     data_root: str | Path | None = None,
     out: Callable[[str], None] = print,
@@ -51,6 +52,8 @@ def sweep(
         out_dir: replaces the file's ``out_dir`` (one sweep file only).
         only: shell patterns; only the runs whose name matches one are listed or run.
         dry_run: list the runs and what each needs; start nothing, write nothing.
+        measure: with ``dry_run``, estimate the compute from steps timed here (``tks.sweep.measure``) instead of
+            from counted FLOPs at an assumed rate.
         plugins: plugins (module names or paths) loaded here and by every run, besides its config's own.
         data_root: the folder holding the datasets: each run's ``data.root`` becomes ``data_root/<its last
             folder>`` (``load_sweep``).
@@ -61,20 +64,22 @@ def sweep(
     """
     executor = executor or ExecutorOptions()
     _check_options(executor, out_dir, paths)
+    if measure and not dry_run:
+        raise SweepError("--measure goes with --dry-run: it times a few steps of each model and starts no run")
     sweeps = [_with_plugins(load_sweep(path, overrides, out_dir, data_root), plugins) for path in paths]
     if only:
         sweeps = _only(sweeps, only)
     _check_shared_folders(sweeps)
     if not dry_run and executor.on_this_machine:
         _check_data_roots(sweeps)
-    if dry_run:
-        return _dry_run(sweeps, out)
     procs = executor.procs_per_run
     if executor.on_this_machine:  # submitit's local executor, too, starts every job it gets at once
         parallel, threads = local_capacity(max(1, available_cores() // procs), executor.parallel, executor.threads)
     else:  # the engine queues what does not fit
         threads = executor.threads or 1
         parallel = executor.parallel or sum(len(one.runs) for one in sweeps)
+    if dry_run:  # steps are measured with the threads a run gets
+        return _dry_run(sweeps, out, threads if measure else None)
     gpus = executor.gpus
     engine: Executor
     if executor.name == "local":
@@ -96,13 +101,15 @@ def sweep(
     return run_sweep(sweeps, engine, parallel, threads, job_out_dir=job_out_dir, out=out)
 
 
-def _dry_run(sweeps: Sequence[Sweep], out: Callable[[str], None]) -> int:
+def _dry_run(sweeps: Sequence[Sweep], out: Callable[[str], None], measure_threads: int | None = None) -> int:
     """What a queue would stumble on and the compute, then each sweep's runs; 1 when a data root is missing.
 
     The configs, grid values, ``eval`` options and plugins were checked when the sweeps were loaded (an error
-    there is raised before this); here the data roots are looked at and the compute is counted (``preflight``).
+    there is raised before this); here the data roots are looked at and the compute is counted (``preflight``),
+    or with ``measure_threads`` estimated from steps timed here with that many threads (``measure``).
     The listing comes last, so that its last line still counts the runs' states.
     """
+    from tks.sweep.measure import format_measured
     from tks.sweep.preflight import data_problems, format_compute
 
     runs = sum(len(one.runs) for one in sweeps)
@@ -112,7 +119,8 @@ def _dry_run(sweeps: Sequence[Sweep], out: Callable[[str], None]) -> int:
     if problems:
         roots = f"{len(problems)} data root(s) missing (give --data-root DIR or set data.root):"
     out(f"checked: {runs} run config(s), their eval options, {len(plugins)} plugin(s); {roots}")
-    for line in [*(f"  {p}" for p in problems), *format_compute(sweeps)]:
+    compute = format_compute(sweeps) if measure_threads is None else format_measured(sweeps, measure_threads)
+    for line in [*(f"  {p}" for p in problems), *compute]:
         out(line)
     for one in sweeps:
         out("\n" + format_listing(one, current_states(one)))

@@ -6,7 +6,8 @@ layout in the loader's own words (``tks.data.errors.missing``). The compute of a
 ``FlopCounterMode`` counts the FLOPs of one training sample (forward and backward) and one test sample (forward) of
 the run's model at its T, on the meta device (no memory, no arithmetic); times the dataset's published split
 sizes (``SPLIT_SIZES``, or ``data.train_limit`` / ``test_limit``) and the epochs. The time is that count at an
-assumed rate (``ASSUMED_FLOPS``), which is an assumption and not a measurement, as in docs/reproduce.md.
+assumed rate (``ASSUMED_FLOPS``), which is an assumption and not a measurement, as in docs/reproduce.md;
+``--measure`` times steps on this machine instead (``tks.sweep.measure``).
 """
 
 from __future__ import annotations
@@ -111,15 +112,22 @@ class Compute:
         return self.train_flops + self.test_flops
 
 
-def run_compute(run: SweepRun) -> Compute | None:
-    """The FLOPs a run spends, from its model, T, dataset split sizes and epochs; None when they cannot be known."""
-    data, epochs = run.config.data, run.config.optim.epochs
+def epoch_samples(data: DataConfig) -> tuple[int, int] | None:
+    """Samples trained on and tested in one epoch (``SPLIT_SIZES`` cut by the limits); None for an unknown dataset."""
     sizes = SPLIT_SIZES.get(data.name)
     if sizes is None:
         return None
     pool = sizes[0] - (data.val_size or 0)  # validation images are held out before train_limit draws
-    train = min(pool, data.train_limit or pool)
-    test = min(sizes[1], data.test_limit or sizes[1])
+    return min(pool, data.train_limit or pool), min(sizes[1], data.test_limit or sizes[1])
+
+
+def run_compute(run: SweepRun) -> Compute | None:
+    """The FLOPs a run spends, from its model, T, dataset split sizes and epochs; None when they cannot be known."""
+    data, epochs = run.config.data, run.config.optim.epochs
+    samples = epoch_samples(data)
+    if samples is None:
+        return None
+    train, test = samples
     frame = data.frame_size or 0
     try:
         train_sample, test_sample = sample_flops(run.config.model, data.name, data.num_steps, frame)
@@ -157,7 +165,10 @@ def sample_flops(model: ModelConfig, dataset: str, num_steps: int, frame_size: i
 
 def format_compute(sweeps: Sequence[Sweep]) -> list[str]:
     """The estimate lines of ``--dry-run``: each run's FLOPs and hours at ``ASSUMED_FLOPS``, then the total."""
-    lines = [f"compute (FLOPs counted for each model at its T; time at an assumed {ASSUMED_FLOPS / 1e12:g} TFLOP/s):"]
+    lines = [
+        f"compute (FLOPs counted for each model at its T; time at an assumed {ASSUMED_FLOPS / 1e12:g} TFLOP/s; "
+        "--measure times steps on this machine instead):"
+    ]
     total, unknown = 0.0, []
     for one in sweeps:
         for run in one.runs:
