@@ -119,9 +119,10 @@ def _dry_run(sweeps: Sequence[Sweep], out: Callable[[str], None], measure_thread
     if problems:
         roots = f"{len(problems)} data root(s) missing (give --data-root DIR or set data.root):"
     out(f"checked: {runs} run config(s), their eval options, {len(plugins)} plugin(s); {roots}")
-    compute = format_compute(sweeps) if measure_threads is None else format_measured(sweeps, measure_threads)
-    for line in [*(f"  {p}" for p in problems), *compute]:
+    for line in [f"  {p}" for p in problems]:
         out(line)
+    for line in format_compute(sweeps) if measure_threads is None else format_measured(sweeps, measure_threads):
+        out(line)  # a measured line as soon as it is known: measuring a table can take many minutes
     for one in sweeps:
         out("\n" + format_listing(one, current_states(one)))
     return 1 if problems else 0

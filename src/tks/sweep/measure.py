@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -115,8 +115,8 @@ def eval_batches(data: DataConfig, test: int) -> int:
     return sum(math.ceil(n / data.eval_batch_size) for n in sets)
 
 
-def format_measured(sweeps: Sequence[Sweep], threads: int) -> list[str]:
-    """The estimate lines of ``--dry-run --measure``: each run's measured steps and hours, then the total.
+def format_measured(sweeps: Sequence[Sweep], threads: int) -> Iterator[str]:
+    """The lines of ``--dry-run --measure``, each as soon as it is known: each run's steps and hours, the total.
 
     Args:
         sweeps: the sweeps whose runs are estimated.
@@ -128,37 +128,37 @@ def format_measured(sweeps: Sequence[Sweep], threads: int) -> list[str]:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _measured_lines(sweeps)
+        yield from _measured_lines(sweeps)
     finally:
         torch.set_num_threads(before)
 
 
-def _measured_lines(sweeps: Sequence[Sweep]) -> list[str]:
-    lines = [
+def _measured_lines(sweeps: Sequence[Sweep]) -> Iterator[str]:
+    yield (
         f"compute (measured here: a training step and a test batch of each model, T and batch size, timed on "
         f"{machine()}; another machine takes other times; data loading not included):"
-    ]
+    )
     start = time.perf_counter()
     measured: dict[tuple, StepTimes | str] = {}
     total, estimated, unknown = 0.0, 0, []
     for run in (run for one in sweeps for run in one.runs):
-        setup = setup_of(run.config)
+        samples, setup = epoch_samples(run.config.data), setup_of(run.config)
+        if samples is None:  # no hours to estimate: not worth measuring
+            unknown.append(run.name)
+            continue
         if setup not in measured:
             measured[setup] = _measure_or_why(run.config)
-        times, samples = measured[setup], epoch_samples(run.config.data)
+        times = measured[setup]
         if isinstance(times, str):
-            lines.append(f"  {run.name}: not measured: {times}")
-        elif samples is None:
-            unknown.append(run.name)
+            yield f"  {run.name}: not measured: {times}"
         else:
             line, hours = _run_line(run.config, times, samples)
-            lines.append(f"  {run.name}: {line}")
+            yield f"  {run.name}: {line}"
             total, estimated = total + hours, estimated + 1
-    lines.append(f"total: {_hours(total)} h for {estimated} run(s)")
+    yield f"total: {_hours(total)} h for {estimated} run(s)"
     if unknown:
-        lines.append(f"  not estimated (a dataset of unknown size): {', '.join(unknown)}")
-    lines.append(f"measuring {len(measured)} setup(s) took {time.perf_counter() - start:.0f} s")
-    return lines
+        yield f"  not estimated (a dataset of unknown size): {', '.join(unknown)}"
+    yield f"measuring {len(measured)} setup(s) took {time.perf_counter() - start:.0f} s"
 
 
 def _measure_or_why(cfg: Config) -> StepTimes | str:
