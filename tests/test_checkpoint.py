@@ -32,6 +32,7 @@ FIELDS = (
     "selected",
     "train_seconds",
     "rng",
+    "rng_ranks",
     "log",
 )
 """Every field of ``CheckpointRecord``: the keys of the file's dict (docs/run-files.md)."""
@@ -50,8 +51,14 @@ def full_record(epoch: int = 3) -> CheckpointRecord:
         selected={"top1": 0.7, "aurc": 0.125},
         train_seconds=12.5,
         rng=rng_state(),
+        rng_ranks=rank_states(2),
         log={"epoch": epoch, "lr": 0.001, "train": {"loss": 1.25}},
     )
+
+
+def rank_states(ranks: int) -> list[dict]:
+    """The generator states of ``ranks`` processes, each unlike the others and unlike this process's."""
+    return [{**rng_state(), "torch": torch.Generator().manual_seed(100 + rank).get_state()} for rank in range(ranks)]
 
 
 def assert_same(ours, expected, where: str = "") -> None:
@@ -139,6 +146,14 @@ def test_the_fields_an_older_file_lacks_take_their_defaults():
             assert getattr(record, name) is None, name  # an empty scaler state (no fp16) reads as None
     assert type(record.train_seconds) is float and record.train_seconds == 0.0
     assert not record.resumable
+
+
+def test_each_rank_continues_from_its_own_generator_states_when_as_many_processes_resume():
+    record = full_record()
+    assert [record.rng_of(rank, 2) for rank in (0, 1)] == [record.rng_ranks[0], record.rng_ranks[1]]
+    assert record.rng_of(0, 1) is record.rng and record.rng_of(2, 4) is record.rng  # another world size: rank 0's
+    older = CheckpointRecord.from_payload({**record.to_payload(), "rng_ranks": None}, "old.pt")
+    assert older.rng_of(1, 2) is record.rng  # a file of one set of states: every rank continues from it
 
 
 @pytest.mark.parametrize("missing", ["optimizer", "epoch", "best_top1", "best_epoch", "rng"])

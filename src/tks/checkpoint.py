@@ -13,7 +13,7 @@ import shutil
 import struct
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,14 +55,29 @@ class CheckpointRecord:
     train_seconds: float = 0.0
     """Wall time of every training session up to this checkpoint (0 in checkpoints written before it was)."""
     rng: Mapping[str, Any] | None = None
-    """Every random generator's state (``tks.seeding.rng_state``)."""
+    """Every random generator's state (``tks.seeding.rng_state``; rank 0's when several processes trained)."""
+    rng_ranks: Sequence[Mapping[str, Any]] | None = None
+    """Each process's generator states, in rank order, when several trained (None: one process, or an older file)."""
     log: Mapping[str, Any] | None = None
     """This epoch's line of ``log.jsonl``: a resume puts it back when the append after the checkpoint was lost."""
+    exit_rule: Mapping[str, Any] | None = None
+    """The early-exit rule calibrated for these weights (``tks calibrate``, ``tks.anytime.ExitRule.to_dict``)."""
 
     @property
     def resumable(self) -> bool:
         """Whether it holds what continuing the run needs: optimizer, progress and generator states."""
         return None not in (self.optimizer, self.epoch, self.best_top1, self.best_epoch, self.rng)
+
+    def rng_of(self, rank: int, world_size: int) -> Mapping[str, Any] | None:
+        """The generator states that process ``rank`` of ``world_size`` continues from.
+
+        Its own when the run was trained by as many processes: the ranks draw different numbers of random values
+        (an augmentation whose draws depend on the image), so rank 0's states are not the others'. Otherwise
+        (another number of processes, or a file without ``rng_ranks``) rank 0's.
+        """
+        if self.rng_ranks is not None and len(self.rng_ranks) == world_size:
+            return self.rng_ranks[rank]
+        return self.rng
 
     def load_weights(self, model: nn.Module, where: str | Path) -> None:
         """Put the record's weights into ``model`` (the plain model its config builds).
@@ -88,7 +103,9 @@ class CheckpointRecord:
             "selected": self.selected,
             "train_seconds": self.train_seconds,
             "rng": self.rng,
+            "rng_ranks": self.rng_ranks,
             "log": self.log,
+            "exit_rule": self.exit_rule,
             "config": self.config,
         }
 
@@ -116,7 +133,9 @@ class CheckpointRecord:
             selected=payload.get("selected"),
             train_seconds=payload.get("train_seconds", 0.0),
             rng=payload.get("rng"),
+            rng_ranks=payload.get("rng_ranks"),
             log=payload.get("log"),
+            exit_rule=payload.get("exit_rule"),
         )
 
 

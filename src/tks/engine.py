@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 
 from tks.checkpoint import load_checkpoint
 from tks.config import OptimConfig
-from tks.distributed import Dist, all_reduce_sum
+from tks.distributed import Dist, all_gather_objects, all_reduce_sum
 from tks.errors import TKSError
 from tks.inference import SINGLE, Batches, Encoder, autocast, predict
 from tks.losses import Criterion
 from tks.metrics import classification_metrics
+from tks.seeding import rng_state
 from tks.snn.stateful import is_stale_graph_error, stateful_model_error
 
 
@@ -109,6 +110,8 @@ class EpochEnd:
     training: Training
     train_seconds: float
     """Wall time of every session up to now."""
+    rng: list[dict[str, Any]]
+    """Every process's random-generator states after the epoch, in rank order (``tks.seeding.rng_state``)."""
 
 
 EpochHook = Callable[[EpochEnd], None]
@@ -334,8 +337,9 @@ def fit(
             "elapsed_s": time.perf_counter() - start,
             "process_cpu_s": time.process_time() - cpu_start,
         }
+        rng = all_gather_objects(rng_state(), training.dist)  # by every rank: a resume gives each its own back
         if training.dist.is_main:
-            end = EpochEnd(record, state, improved, training, state.train_seconds + time.perf_counter() - start)
+            end = EpochEnd(record, state, improved, training, state.train_seconds + time.perf_counter() - start, rng)
             for hook in hooks:
                 hook(end)
     if not final:  # resumed after the last epoch: nothing to train, report the model as it is

@@ -87,7 +87,8 @@ def resume(run_dir: str | Path, *, on_epoch_end: Callable[[dict[str, Any]], None
     """Continue a run from its ``checkpoint.pt``: weights, optimizer, scaler, epoch, best score, RNG states.
 
     The config is the one stored in the checkpoint. With ``run.deterministic`` on the CPU the result equals the
-    uninterrupted run bit for bit. A run that has finished is left as it is (``already_finished``); one that stopped
+    uninterrupted run bit for bit, under ``torchrun`` too when resumed by as many processes (each continues from
+    its own generator states). A run that has finished is left as it is (``already_finished``); one that stopped
     has its log mended to the checkpoint's epochs and the temporary files of a cut write removed.
 
     Raises:
@@ -256,7 +257,7 @@ def build_training(
     scaler = torch.amp.GradScaler("cuda") if cfg.run.precision == "fp16" else None
     state = FitState()
     if record is not None:
-        state = _restore(record, model, optimizer, scaler, run_dir)
+        state = _restore(record, model, optimizer, scaler, run_dir, dist)
     if cfg.run.compile:
         model = torch.compile(model)
     if dist.enabled:
@@ -283,14 +284,15 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
     run_dir: Path | None,
+    dist: Dist = SINGLE,
 ) -> FitState:
-    """Put a checkpoint's weights, optimizer, scaler and generator states back; its progress as a ``FitState``."""
+    """Put a checkpoint's weights, optimizer, scaler and this rank's generator states back; its progress."""
     record.load_weights(model, run_dir)
     optimizer.load_state_dict(record.optimizer)
     if scaler is not None and record.scaler:
         scaler.load_state_dict(record.scaler)
     state = FitState(record.epoch, record.best_top1, record.best_epoch, record.selected, record.train_seconds)
-    set_rng_state(record.rng)  # last: building the model above drew from the generators
+    set_rng_state(record.rng_of(dist.rank, dist.world_size))  # last: building the model drew from the generators
     return state
 
 

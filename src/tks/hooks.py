@@ -18,7 +18,6 @@ from tks.engine import EpochEnd, unwrap
 from tks.extras import require
 from tks.provenance import SessionLog
 from tks.runfiles import BEST_CHECKPOINT, FINAL_CHECKPOINT, LOG, append_jsonl
-from tks.seeding import rng_state
 
 
 class SaveCheckpoint:
@@ -45,7 +44,8 @@ class SaveCheckpoint:
             best_epoch=state.best_epoch,
             selected=state.selected,
             train_seconds=end.train_seconds,
-            rng=rng_state(),
+            rng=end.rng[0],
+            rng_ranks=end.rng if len(end.rng) > 1 else None,
             log=end.record,
         )
         save_checkpoint(self.run_dir / FINAL_CHECKPOINT, record)
