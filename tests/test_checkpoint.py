@@ -34,6 +34,7 @@ FIELDS = (
     "rng",
     "rng_ranks",
     "log",
+    "exit_rule",
 )
 """Every field of ``CheckpointRecord``: the keys of the file's dict (docs/run-files.md)."""
 
@@ -53,6 +54,7 @@ def full_record(epoch: int = 3) -> CheckpointRecord:
         rng=rng_state(),
         rng_ranks=rank_states(2),
         log={"epoch": epoch, "lr": 0.001, "train": {"loss": 1.25}},
+        exit_rule={"rule": "confidence", "threshold": 0.9, "num_steps": 4},
     )
 
 

@@ -41,6 +41,8 @@ class LoadedModel(NamedTuple):
     config: Config
     epoch: int | None
     """Completed epochs of the weights (None for checkpoints that do not say)."""
+    record: CheckpointRecord
+    """The checkpoint as read (its calibrated ``exit_rule``, training state)."""
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -57,7 +59,7 @@ def load_model(path: str | Path) -> LoadedModel:
     model = build_model(cfg.model, info, cfg.data.num_steps)
     record.load_weights(model, path)
     check_finite(model, path)
-    return LoadedModel(model.eval(), info, cfg, record.epoch)
+    return LoadedModel(model.eval(), info, cfg, record.epoch, record)
 
 
 def check_finite(model: nn.Module, path: Path) -> None:

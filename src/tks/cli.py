@@ -16,6 +16,7 @@ from typing import Any
 
 from tks.errors import TKSError, TKSWarning
 from tks.eval_options import EvalOptions, add_eval_arguments
+from tks.exit_options import RISKS, RULES
 
 
 def format_results(results: dict[int, dict[str, Any]]) -> str:
@@ -111,6 +112,36 @@ def _print_evaluation(result: Any) -> None:
     if result.activity is not None:
         print()
         print(format_activity(result.activity))
+    if result.exit_rule is not None:
+        print()
+        print(format_exit_evaluation(result.exit_rule))
+
+
+def format_exit_rule(rule: dict[str, Any]) -> str:
+    """One line: the calibrated rule and what it promises."""
+    at = "never before T" if rule["threshold"] is None else f"{rule['rule']} >= {rule['threshold']:.6g}"
+    return (
+        f"exit rule: {at} (T={rule['num_steps']}); {rule['risk']} <= {rule['epsilon']:g} with probability >= "
+        f"{1 - rule['delta']:g}, calibrated on {rule['num_samples']} samples of the {rule['split']} split"
+    )
+
+
+def format_exit_evaluation(result: dict[str, Any]) -> str:
+    """The calibrated rule on the test set: steps, accuracy, realised risk against its bound, energy."""
+    within = "within" if result["within_bound"] else "ABOVE"
+    lines = [
+        format_exit_rule(result["rule"]),
+        f"test: {result['mean_steps']:.3f} steps on average of {len(result['steps_histogram'])} (exits at t = 1.."
+        f"{len(result['steps_histogram'])}: {' '.join(map(str, result['steps_histogram']))}); top-1 "
+        f"{100 * result['accuracy']:.2f} against {100 * result['full_accuracy']:.2f} at T; realised "
+        f"{result['rule']['risk']} {result['risk']:.4f}, {within} the bound {result['epsilon']:g}",
+    ]
+    if "energy_uj" in result:
+        lines.append(
+            f"energy per sample: {result['energy_uj']:.4g} uJ against {result['full_energy_uj']:.4g} uJ for all T "
+            f"({100 * result['energy_ratio']:.1f}%)"
+        )
+    return "\n".join(lines)
 
 
 def format_activity(activity: dict[str, Any]) -> str:
@@ -128,6 +159,29 @@ def format_activity(activity: dict[str, Any]) -> str:
         f"{t['ann_over_snn']:.2f}x); 4.6 pJ/MAC, 0.9 pJ/AC at 45 nm"
     )
     return "\n".join(rows)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``tks calibrate RUN [--risk EPS] [--delta D]``: the early-exit rule with a guarantee."""
+    from tks.calibration import calibrate_checkpoint, checkpoint_path, rule_file
+    from tks.exit_options import CalibrationOptions
+
+    options = CalibrationOptions(
+        epsilon=args.risk,
+        delta=args.delta,
+        rule=args.rule,
+        risk=args.risk_kind,
+        split=args.split,
+        data_root=args.data_root,
+        device=args.device,
+    )
+    _load_plugins(args)
+    rule = calibrate_checkpoint(args.run, options)
+    print(format_exit_rule(rule.to_dict()))
+    print(f"on those samples: {rule.calibration_steps:.3f} steps on average, {rule.risk} {rule.calibration_risk:.4f}")
+    path = checkpoint_path(args.run)
+    print(f"wrote {rule_file(path)} and the rule into {path} (tks eval {path} --exit-rule)")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -297,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _add_train(verbs)
     _add_eval(verbs)
+    _add_calibrate(verbs)
     _add_prepare(verbs)
     _add_export(verbs)
     _add_compare(verbs)
@@ -333,6 +388,31 @@ def _add_eval(verbs: argparse._SubParsersAction) -> None:
     add_eval_arguments(p)
     _add_plugin(p)
     p.set_defaults(func=cmd_eval)
+
+
+def _add_calibrate(verbs: argparse._SubParsersAction) -> None:
+    p = verbs.add_parser(
+        "calibrate",
+        help="an early-exit rule with a guarantee, chosen on the validation split (docs/anytime.md)",
+        epilog="Learn-then-Test: the rule's risk is <= --risk with probability >= 1 - --delta over the calibration "
+        "samples, when they and the test data are exchangeable. Writes exit-rule.json and stores the rule in the "
+        "checkpoint; tks eval CHECKPOINT --exit-rule measures it on the test set.",
+    )
+    p.add_argument("run", help="run folder (its checkpoint.pt) or a checkpoint file")
+    p.add_argument("--risk", type=float, default=0.01, metavar="EPS", help="bound on the risk (0.01)")
+    p.add_argument("--delta", type=float, default=0.05, help="probability that the bound fails (0.05)")
+    p.add_argument(
+        "--risk-kind",
+        choices=RISKS,
+        default="disagreement",
+        help="early answer differs from the answer at T, or is wrong where T is right (disagreement)",
+    )
+    p.add_argument("--rule", choices=RULES, default="confidence", help="score of the running mean (confidence)")
+    p.add_argument("--split", default="val", help="held-out split to calibrate on (val; never test)")
+    p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    _add_plugin(p)
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _add_prepare(verbs: argparse._SubParsersAction) -> None:
@@ -480,6 +560,7 @@ VERBS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plot": cmd_plot,
     "report": cmd_report,
     "sweep": cmd_sweep,
+    "calibrate": cmd_calibrate,
 }
 
 

@@ -32,6 +32,8 @@ class EvalOptions:
             default sweep, None none.
         event_steps: event data at a T other than the trained one: ``truncate`` runs the first T of the trained
             frames; ``rebin`` bins the events into T frames.
+        exit_rule: also apply a calibrated early-exit rule on the test set (``tks calibrate``): a rule file, or
+            ``""`` for the rule stored in the checkpoint; None none. With ``activity``, its energy is measured too.
 
     Raises:
         ConfigError: a T below 1, a threshold outside [0, 1] or another ``event_steps``.
@@ -44,6 +46,7 @@ class EvalOptions:
     activity: bool = False
     early_exit: tuple[float, ...] | None = None
     event_steps: Literal["truncate", "rebin"] = "truncate"
+    exit_rule: str | None = None
 
     def __post_init__(self) -> None:
         # Lists from a caller become tuples, so that the object stays hashable and unchanged.
@@ -71,6 +74,7 @@ class EvalOptions:
             activity=args.activity,
             early_exit=args.early_exit,
             event_steps=args.event_steps,
+            exit_rule=args.exit_rule,
         )
 
 
@@ -88,6 +92,14 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="THRESHOLD",
         help="anytime inference swept over confidence thresholds (default sweep when none given)",
+    )
+    p.add_argument(
+        "--exit-rule",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="apply the early-exit rule of tks calibrate on the test set (default: the one in the checkpoint)",
     )
     p.add_argument(
         "--event-steps",

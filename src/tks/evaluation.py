@@ -19,7 +19,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from tks.activity import measure_activity
+from tks.anytime import evaluate_rule
 from tks.build import build_model, encoder, resolve_device
+from tks.calibration import load_exit_rule
 from tks.checkpoint_model import LoadedModel, load_model
 from tks.config import Config, ConfigError
 from tks.data.loading import load_split, make_loader
@@ -46,6 +48,8 @@ class EvalResult:
     early_exit: list[dict[str, float]] | None = None
     epoch: int | None = None
     """Completed epochs of the evaluated weights."""
+    exit_rule: dict[str, Any] | None = None
+    """The calibrated early-exit rule on the test set (``tks.anytime.evaluate_rule``), with its energy."""
 
 
 def evaluate_checkpoint(
@@ -83,7 +87,8 @@ def evaluate_checkpoint(
             f"--features needs the model's forward_features(x) (time-averaged penultimate features [B, D]); "
             f"model {cfg.model.name!r} has none"
         )
-    steps = sorted(set(steps)) if steps else [cfg.data.num_steps]
+    rule = load_exit_rule(loaded.record, path, options.exit_rule) if options.exit_rule is not None else None
+    steps = sorted(set(steps or [cfg.data.num_steps]) | ({rule.num_steps} if rule else set()))
     _warn_unused_options(options, info)
     rebin = info.kind == "events" and options.event_steps == "rebin"
     if info.kind == "events" and not rebin and max(steps) > cfg.data.num_steps:
@@ -116,16 +121,47 @@ def evaluate_checkpoint(
             model, loader, encode=trained_encoder, device=dev, real_valued_input=info.kind == "static"
         )
         evaluation["activity"] = counts
+    exits = None
+    if rule is not None:
+        exits = {"rule": rule.to_dict(), **evaluate_rule(rule, logits_at[rule.num_steps], targets)}
+        if options.activity:
+            exits.update(_exit_energy(model, loader_at, info, dev, exits["steps_histogram"]))
+        evaluation["exit_rule"] = exits
     collected = None
     if features:
         collected = collect_features(model, loader, encode=trained_encoder, device=dev, limit=FEATURES_LIMIT)
-    result = EvalResult(results, counts, curve, loaded.epoch)
+    result = EvalResult(results, counts, curve, loaded.epoch, exits)
     if on_result is not None:  # shown before anything is written: a failed write then loses no measurement
         on_result(result)
     if collected is not None:
         write_features(features_path, *collected)
     merge_evaluation(path.parent, path.name, loaded.epoch, evaluation)
     return result
+
+
+def _exit_energy(
+    model: torch.nn.Module,
+    loader_at: Callable[[int], DataLoader],
+    info: DatasetInfo,
+    device: torch.device,
+    histogram: Sequence[int],
+) -> dict[str, float]:
+    """The energy of early exit against running all T steps: E_exit = sum_t (n_t / N) E(t).
+
+    E(t) is the estimate of ``tks.activity`` for running t steps, measured over the whole test set; n_t samples
+    exit at step t. It assumes that the samples leaving at t fire like the average sample (an approximation: the
+    activity is not measured per sample).
+    """
+    energy = [
+        measure_activity(
+            model, loader_at(t), encode=encoder(info.kind, t), device=device, real_valued_input=info.kind == "static"
+        )["totals"]["energy_uj"]
+        for t in range(1, len(histogram) + 1)
+    ]
+    total = sum(histogram)
+    exit_energy = sum(n * e for n, e in zip(histogram, energy, strict=True)) / total
+    ratio = exit_energy / energy[-1] if energy[-1] > 0 else float("nan")  # a network that never fires: no ratio
+    return {"energy_uj": exit_energy, "full_energy_uj": energy[-1], "energy_ratio": ratio}
 
 
 def _warn_unused_options(options: EvalOptions, info: DatasetInfo) -> None:

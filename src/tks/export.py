@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -322,7 +323,7 @@ def export_checkpoint(
         raise ExportError(f"dt must be a finite number of seconds > 0, got {dt}")
     target = Path(out) if out is not None else Path(path).with_name("model.nir")
     check_writable_file(target, "out")
-    model, info, cfg, _ = load_model(path)
+    model, info, cfg, _, record = load_model(path)
     framework = model_framework(model)
     with np.errstate(over="ignore"):  # an overflowing tau x dt is refused below, in one line
         if framework == "tks":
@@ -330,6 +331,8 @@ def export_checkpoint(
         else:
             graph = _foreign_nir(framework, model, (cfg.data.num_steps, 1, info.in_channels, *info.input_size), dt)
     graph.metadata.update(input_metadata(cfg, info, dt))
+    if record.exit_rule is not None:  # the calibrated early exit travels with the model (tks.anytime.exit_stream)
+        graph.metadata["exit_rule"] = json.dumps(dict(record.exit_rule))
     check_finite_parameters(graph, dt)
     _write_atomically(graph, target)
     return target

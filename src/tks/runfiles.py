@@ -171,7 +171,8 @@ def merge_evaluation(run_dir: str | Path, checkpoint: str, epoch: int | None, ev
         run_dir: the run folder.
         checkpoint: the checkpoint's file name, e.g. ``checkpoint.pt`` or ``best.pt``.
         epoch: the completed epochs of the evaluated weights.
-        evaluation: ``steps`` / ``steps_rebin`` (T -> metrics) and any of ``early_exit``, ``activity``.
+        evaluation: ``steps`` / ``steps_rebin`` (T -> metrics) and any of ``early_exit``, ``activity``,
+            ``exit_rule``.
     """
     path = Path(run_dir) / "metrics.json"
     data = read_metrics(path)

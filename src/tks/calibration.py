@@ -1,0 +1,119 @@
+"""``tks calibrate``: an early-exit rule with a guarantee for a trained run, chosen on held-out data.
+
+``calibrate_checkpoint`` runs the checkpoint's model over a split it did not train on (by default the run's
+validation split, ``data.val_size``), chooses the rule by Learn-then-Test (``tks.anytime.calibrate``), and stores
+it twice: ``exit-rule.json`` in the run folder (``exit-rule-best.json`` for ``best.pt``) and inside the checkpoint,
+so that the rule travels with the weights (``tks export`` copies it into the NIR graph). ``load_exit_rule`` reads it
+back for ``tks eval --exit-rule``. The test set is refused: a rule chosen on it would promise nothing about it.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+from torch import Tensor
+
+from tks.anytime import ExitRule, calibrate
+from tks.build import encoder, resolve_device
+from tks.checkpoint import CheckpointRecord, save_checkpoint
+from tks.checkpoint_model import LoadedModel, load_model
+from tks.config import ConfigError
+from tks.data.loading import load_split, load_training_data, make_loader
+from tks.distributed import Dist
+from tks.errors import TKSWarning
+from tks.exit_options import CalibrationOptions
+from tks.inference import predict
+from tks.runfiles import FINAL_CHECKPOINT, write_json
+
+
+def checkpoint_path(run: str | Path) -> Path:
+    """A run folder's final checkpoint, or the checkpoint file given."""
+    run = Path(run)
+    return run / FINAL_CHECKPOINT if run.is_dir() else run
+
+
+def rule_file(checkpoint: Path) -> Path:
+    """Where a checkpoint's rule is written: ``exit-rule.json`` (``checkpoint.pt``) or ``exit-rule-<stem>.json``."""
+    name = "exit-rule.json" if checkpoint.name == FINAL_CHECKPOINT else f"exit-rule-{checkpoint.stem}.json"
+    return checkpoint.with_name(name)
+
+
+def calibrate_checkpoint(run: str | Path, options: CalibrationOptions | None = None) -> ExitRule:
+    """Choose and store the early-exit rule of a run's checkpoint (see the module docstring).
+
+    Args:
+        run: a run folder (its ``checkpoint.pt``) or a checkpoint file.
+        options: the bound, the rule family and the calibration split.
+
+    Returns:
+        The rule, as written to ``exit-rule.json`` and the checkpoint.
+    """
+    path, options = checkpoint_path(run), options or CalibrationOptions()
+    loaded = load_model(path)
+    logits, targets = split_logits(loaded, options)
+    rule = calibrate(
+        logits,
+        targets,
+        epsilon=options.epsilon,
+        delta=options.delta,
+        rule=options.rule,
+        risk=options.risk,
+        split=options.split,
+    )
+    write_json(rule_file(path), {"checkpoint": path.name, "epoch": loaded.epoch, **rule.to_dict()})
+    save_checkpoint(path, replace(loaded.record, exit_rule=rule.to_dict()))
+    return rule
+
+
+def split_logits(loaded: LoadedModel, options: CalibrationOptions) -> tuple[Tensor, Tensor]:
+    """The model's per-step logits ``[T, N, K]`` and the labels ``[N]`` of the calibration split, at the trained T."""
+    cfg = loaded.config
+    data = replace(cfg.data, root=options.data_root) if options.data_root is not None else cfg.data
+    if options.split == "val":
+        held = load_training_data(data).val
+        if held is None:
+            raise ConfigError(
+                f"the run has no validation split (data.val_size is null): retrain with data.val_size set, or name "
+                f"another held-out split of {cfg.data.name} with --split"
+            )
+        dataset = held
+    else:
+        if options.split == "train":
+            warnings.warn(
+                "calibrating on the images the model trained on: its confidences there are higher than on new data, "
+                "so the guarantee does not hold",
+                TKSWarning,
+                stacklevel=2,
+            )
+        dataset, _ = load_split(replace(data, test_limit=None), options.split)
+    device = resolve_device(options.device)
+    loader = make_loader(dataset, data, train=False, seed=cfg.run.seed, device=device, dist=Dist.single())
+    model = loaded.model.to(device)
+    return predict(model, loader, encode=encoder(loaded.info.kind, data.num_steps), device=device)
+
+
+def load_exit_rule(record: CheckpointRecord, checkpoint: Path, source: str = "") -> ExitRule:
+    """The rule ``tks eval --exit-rule`` applies: from a file, else the one stored in the checkpoint.
+
+    Args:
+        record: the checkpoint as read.
+        checkpoint: its path (for messages).
+        source: a rule file (``exit-rule.json``), or ``""`` for the rule stored in the checkpoint.
+
+    Raises:
+        ConfigError: when there is none (``tks calibrate`` has not been run) or the file is not a rule.
+    """
+    if source:
+        try:
+            data = json.loads(Path(source).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the exit rule {source}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source} is not an exit rule (a JSON object written by tks calibrate)")
+        return ExitRule.from_dict(data)
+    if record.exit_rule is None:
+        raise ConfigError(f"{checkpoint} has no calibrated exit rule: run tks calibrate {checkpoint} first")
+    return ExitRule.from_dict(record.exit_rule)
