@@ -145,8 +145,13 @@ def test_a_tasks_rank_comes_from_the_job_and_its_port_from_the_job_id():
         "LOCAL_RANK": "1",
         "WORLD_SIZE": "2",
         "LOCAL_WORLD_SIZE": "2",
-        "MASTER_ADDR": "n7",
+        "MASTER_ADDR": "127.0.0.1",  # one node
         "MASTER_PORT": str(20000 + 123456 % 12768),
+    }
+    task.num_nodes, task.num_tasks, task.global_rank = 2, 4, 3
+    assert jobs.rank_variables(task) | {"MASTER_PORT": ""} == {
+        **{"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"},
+        **{"MASTER_ADDR": "n7", "MASTER_PORT": ""},  # rank 0 listens on the first node
     }
     ports = {jobs.master_port(str(job_id)) for job_id in range(5000, 5000 + 12768)}
     assert len(ports) == 12768 and min(ports) == 20000 and max(ports) == 32767  # below the ephemeral ports

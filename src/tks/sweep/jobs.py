@@ -110,12 +110,14 @@ def rank_variables(environment: Any) -> dict[str, str]:
         environment: a ``submitit.JobEnvironment``: its ``global_rank``, ``local_rank``, ``num_tasks``,
             ``num_nodes``, ``hostnames`` (rank 0 listens on the first) and ``job_id`` (the port, ``master_port``).
     """
+    # One node (the sweep's jobs): the loopback address, which needs no name lookup, as torchrun --standalone's
+    one_node = environment.num_nodes == 1
     return {
         "RANK": str(environment.global_rank),
         "LOCAL_RANK": str(environment.local_rank),
         "WORLD_SIZE": str(environment.num_tasks),
         "LOCAL_WORLD_SIZE": str(environment.num_tasks // environment.num_nodes),
-        "MASTER_ADDR": environment.hostnames[0],
+        "MASTER_ADDR": "127.0.0.1" if one_node else environment.hostnames[0],
         "MASTER_PORT": str(master_port(environment.job_id)),
     }
 
