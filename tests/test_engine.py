@@ -90,7 +90,7 @@ def test_a_checkpoint_of_an_older_version_loads_with_its_missing_fields_defaulte
     record = load_checkpoint(tmp_path / "checkpoint.pt")
     assert record.resumable and (record.epoch, record.best_top1, record.best_epoch) == (3, 0.5, 2)
     assert record.selected is None and record.train_seconds == 0.0 and record.log is None and record.scaler is None
-    assert set(record.to_payload()) == set(older) | {"selected", "train_seconds", "rng_ranks", "log"}
+    assert set(record.to_payload()) == set(older) | {"selected", "train_seconds", "rng_ranks", "log", "exit_rule"}
     with pytest.raises(CheckpointError, match="its weights do not fit model 'spiking_cnn'"):
         record.load_weights(nn.Linear(2, 2), "old.pt")
 
