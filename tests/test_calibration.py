@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tks.anytime import ExitRule, calibrate, evaluate_rule, exit_rule_of, exit_stream
+from tks.anytime import (
+    ExitRule,
+    calibrate,
+    evaluate_rule,
+    exit_losses,
+    exit_rule_of,
+    exit_steps,
+    exit_stream,
+    running_scores,
+    threshold_grid,
+)
 from tks.checkpoint import load_checkpoint
 from tks.checkpoint_model import load_model
 from tks.cli import main
@@ -39,6 +49,13 @@ def _logits_by_hand(checkpoint: Path, split: str) -> tuple[torch.Tensor, torch.T
     return torch.cat(chunks, dim=1), labels
 
 
+def _assert_same_result(measured: dict, expected: dict) -> None:
+    """``evaluate_rule``'s keys equal: the histogram exactly, the rest to rounding."""
+    expected = dict(expected)
+    assert measured["steps_histogram"] == expected.pop("steps_histogram")
+    assert {k: measured[k] for k in expected} == pytest.approx(expected)
+
+
 def test_calibrate_chooses_the_rule_of_the_validation_split(run: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["calibrate", str(run), "--risk", "0.02", "--delta", "0.1"]) == 0
     out = capsys.readouterr().out
@@ -62,9 +79,7 @@ def test_eval_applies_the_stored_rule_on_the_test_set(run: Path, capsys: pytest.
     measured = stored["exit_rule"]
     rule = ExitRule.from_dict(measured["rule"])
     logits, labels = _logits_by_hand(checkpoint, "test")
-    expected = evaluate_rule(rule, logits, labels)
-    assert measured["steps_histogram"] == expected.pop("steps_histogram")
-    assert {k: measured[k] for k in expected} == pytest.approx(expected)
+    _assert_same_result(measured, evaluate_rule(rule, logits, labels))
     assert sum(measured["steps_histogram"]) == 360
     # the energy of all T steps is the activity measured at the trained T, and early exit spends less
     assert measured["full_energy_uj"] == pytest.approx(stored["activity"]["totals"]["energy_uj"])
@@ -117,3 +132,28 @@ def test_a_rule_file_and_the_refusals(run: Path, tmp_path: Path, capsys: pytest.
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_study_measures_calibrated_and_uncorrected_rules(run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["calibrate", str(run.parent), "--study", "--risk", "0.01", "0.05", "--delta", "0.1"]) == 0
+    assert "epsilon 0.05: calibrated" in capsys.readouterr().out
+    study = json.loads((run / "anytime.json").read_text())
+    val, val_labels = _logits_by_hand(run / "checkpoint.pt", "val")
+    test, test_labels = _logits_by_hand(run / "checkpoint.pt", "test")
+    scores, answers = running_scores(val.double(), "confidence")
+    for bound in study["bounds"]:
+        rule = calibrate(val, val_labels, epsilon=bound["epsilon"], delta=0.1)
+        assert bound["calibrated"]["rule"] == rule.to_dict()
+        _assert_same_result(bound["calibrated"]["test"], evaluate_rule(rule, test, test_labels))
+        # uncorrected: the lowest grid threshold whose validation risk is <= epsilon, found threshold by threshold
+        risks = {
+            float(t): exit_losses(answers, exit_steps(scores, float(t)), None, "disagreement").mean().item()
+            for t in threshold_grid()
+        }
+        assert bound["empirical"]["threshold"] == min(t for t, r in risks.items() if r <= bound["epsilon"])
+    fixed = {f["threshold"]: f["test"] for f in study["fixed"]}
+    assert set(fixed) == {0.9, 0.99}
+    by_hand = ExitRule("confidence", 0.9, 4, "disagreement", 0.5, 0.1, "none", 0, 0.0, 0.0)
+    assert fixed[0.9]["mean_steps"] == pytest.approx(evaluate_rule(by_hand, test, test_labels)["mean_steps"])
+    assert main(["calibrate", str(run), "--risk", "0.01", "0.05"]) == 2
+    assert "several --risk values need --study" in capsys.readouterr().err

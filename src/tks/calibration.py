@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from tks.anytime import ExitRule, calibrate
+from tks.anytime import ExitRule, calibrate, empirical_threshold, evaluate_rule
 from tks.build import encoder, resolve_device
 from tks.checkpoint import CheckpointRecord, save_checkpoint
 from tks.checkpoint_model import LoadedModel, load_model
@@ -33,6 +36,26 @@ def checkpoint_path(run: str | Path) -> Path:
     """A run folder's final checkpoint, or the checkpoint file given."""
     run = Path(run)
     return run / FINAL_CHECKPOINT if run.is_dir() else run
+
+
+def run_checkpoints(paths: Sequence[str | Path]) -> list[Path]:
+    """The checkpoints that paths name, in name order within a folder of runs.
+
+    A path is a checkpoint file, a run folder (its ``checkpoint.pt``), or a folder of run folders (a sweep's output).
+
+    Raises:
+        ConfigError: a path that is none of these.
+    """
+    found = []
+    for given in map(Path, paths):
+        if given.is_file() or (given / FINAL_CHECKPOINT).is_file():
+            found.append(checkpoint_path(given))
+            continue
+        inside = sorted(p for p in given.glob(f"*/{FINAL_CHECKPOINT}")) if given.is_dir() else []
+        if not inside:
+            raise ConfigError(f"{given}: no checkpoint.pt there, nor in the run folders inside it")
+        found += inside
+    return found
 
 
 def rule_file(checkpoint: Path) -> Path:
@@ -79,20 +102,96 @@ def split_logits(loaded: LoadedModel, options: CalibrationOptions) -> tuple[Tens
                 f"the run has no validation split (data.val_size is null): retrain with data.val_size set, or name "
                 f"another held-out split of {cfg.data.name} with --split"
             )
-        dataset = held
-    else:
-        if options.split == "train":
-            warnings.warn(
-                "calibrating on the images the model trained on: its confidences there are higher than on new data, "
-                "so the guarantee does not hold",
-                TKSWarning,
-                stacklevel=2,
-            )
-        dataset, _ = load_split(replace(data, test_limit=None), options.split)
-    device = resolve_device(options.device)
-    loader = make_loader(dataset, data, train=False, seed=cfg.run.seed, device=device, dist=Dist.single())
+        return _logits(loaded, held, options.device)
+    if options.split == "train":
+        warnings.warn(
+            "calibrating on the images the model trained on: its confidences there are higher than on new data, "
+            "so the guarantee does not hold",
+            TKSWarning,
+            stacklevel=2,
+        )
+    return _logits(loaded, load_split(replace(data, test_limit=None), options.split)[0], options.device)
+
+
+def logits_on_test_set(
+    loaded: LoadedModel, data_root: str | None = None, device: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """The per-step logits ``[T, N, K]`` and labels ``[N]`` of the test set (``data.test_limit`` applies)."""
+    data = replace(loaded.config.data, root=data_root) if data_root is not None else loaded.config.data
+    return _logits(loaded, load_split(data, "test")[0], device)
+
+
+def _logits(loaded: LoadedModel, dataset: Dataset, device_name: str) -> tuple[Tensor, Tensor]:
+    cfg, device = loaded.config, resolve_device(device_name)
+    loader = make_loader(dataset, cfg.data, train=False, seed=cfg.run.seed, device=device, dist=Dist.single())
     model = loaded.model.to(device)
-    return predict(model, loader, encode=encoder(loaded.info.kind, data.num_steps), device=device)
+    return predict(model, loader, encode=encoder(loaded.info.kind, cfg.data.num_steps), device=device)
+
+
+FIXED_THRESHOLDS = (0.9, 0.99)
+"""Confidence thresholds picked by hand, as SEENN-I sets them: the study shows what they do against the bounds."""
+
+
+def study_checkpoint(
+    run: str | Path, epsilons: Sequence[float], options: CalibrationOptions | None = None
+) -> dict[str, Any]:
+    """Which rule each bound gives, and what it and the uncalibrated choices do on the test set (``anytime.json``).
+
+    For every epsilon: the calibrated rule (``tks.anytime.calibrate`` on the calibration split) and the
+    uncorrected one (``empirical_threshold``: the lowest threshold whose calibration risk is <= epsilon), each
+    measured on the test set (``evaluate_rule``); then the ``FIXED_THRESHOLDS``. The test set only measures: no
+    choice reads it. The result is written to ``anytime.json`` beside the checkpoint (``tks compare --anytime``
+    reads it) and returned.
+
+    Args:
+        run: a run folder or a checkpoint file.
+        epsilons: the bounds, e.g. (0.005, 0.01, 0.02).
+        options: delta, rule, risk, split, data root and device (its epsilon is not used).
+    """
+    path, options = checkpoint_path(run), options or CalibrationOptions()
+    loaded = load_model(path)
+    held, held_targets = split_logits(loaded, options)
+    test, test_targets = logits_on_test_set(loaded, options.data_root, options.device)
+    bounds = []
+    for epsilon in epsilons:
+        settings = replace(options, epsilon=epsilon)  # checks epsilon
+        rule = calibrate(
+            held,
+            held_targets,
+            epsilon=epsilon,
+            delta=settings.delta,
+            rule=settings.rule,
+            risk=settings.risk,
+            split=settings.split,
+        )
+        naive = empirical_threshold(held, held_targets, epsilon=epsilon, rule=settings.rule, risk=settings.risk)
+        bounds.append(
+            {
+                "epsilon": epsilon,
+                "calibrated": {"rule": rule.to_dict(), "test": evaluate_rule(rule, test, test_targets)},
+                "empirical": {
+                    "threshold": naive,
+                    "test": evaluate_rule(replace(rule, threshold=naive), test, test_targets),
+                },
+            }
+        )
+    by_hand = ExitRule("confidence", None, held.shape[0], options.risk, 0.5, options.delta, "none", 0, 0.0, 0.0)
+    fixed = [
+        {"threshold": t, "test": evaluate_rule(replace(by_hand, threshold=t), test, test_targets)}
+        for t in FIXED_THRESHOLDS
+    ]
+    result = {
+        "checkpoint": path.name,
+        "epoch": loaded.epoch,
+        "delta": options.delta,
+        "rule": options.rule,
+        "risk": options.risk,
+        "split": options.split,
+        "bounds": bounds,
+        "fixed": fixed,
+    }
+    write_json(path.with_name("anytime.json" if path.name == FINAL_CHECKPOINT else f"anytime-{path.stem}.json"), result)
+    return result
 
 
 def load_exit_rule(record: CheckpointRecord, checkpoint: Path, source: str = "") -> ExitRule:

@@ -162,12 +162,15 @@ def format_activity(activity: dict[str, Any]) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """``tks calibrate RUN [--risk EPS] [--delta D]``: the early-exit rule with a guarantee."""
-    from tks.calibration import calibrate_checkpoint, checkpoint_path, rule_file
+    """``tks calibrate RUN... [--risk EPS...] [--delta D] [--study]``: the early-exit rule with a guarantee."""
+    from tks.calibration import calibrate_checkpoint, rule_file, run_checkpoints, study_checkpoint
+    from tks.config import ConfigError
     from tks.exit_options import CalibrationOptions
 
+    if len(args.risk) > 1 and not args.study:
+        raise ConfigError("several --risk values need --study (a rule has one bound)")
     options = CalibrationOptions(
-        epsilon=args.risk,
+        epsilon=args.risk[0],
         delta=args.delta,
         rule=args.rule,
         risk=args.risk_kind,
@@ -176,12 +179,30 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device=args.device,
     )
     _load_plugins(args)
-    rule = calibrate_checkpoint(args.run, options)
-    print(format_exit_rule(rule.to_dict()))
-    print(f"on those samples: {rule.calibration_steps:.3f} steps on average, {rule.risk} {rule.calibration_risk:.4f}")
-    path = checkpoint_path(args.run)
-    print(f"wrote {rule_file(path)} and the rule into {path} (tks eval {path} --exit-rule)")
+    for path in run_checkpoints(args.runs):
+        if args.study:
+            study = study_checkpoint(path, args.risk, options)
+            print(f"{path}: {format_study(study)}")
+            continue
+        rule = calibrate_checkpoint(path, options)
+        print(f"{path}: {format_exit_rule(rule.to_dict())}")
+        print(
+            f"  on those samples: {rule.calibration_steps:.3f} steps on average, "
+            f"{rule.risk} {rule.calibration_risk:.4f}; wrote {rule_file(path).name} and the rule into {path.name}"
+        )
     return 0
+
+
+def format_study(study: dict[str, Any]) -> str:
+    """One line per bound of ``study_checkpoint``: the calibrated rule's test steps and risk, then the uncorrected."""
+    lines = []
+    for bound in study["bounds"]:
+        cal, naive = bound["calibrated"]["test"], bound["empirical"]["test"]
+        lines.append(
+            f"  epsilon {bound['epsilon']:g}: calibrated {cal['mean_steps']:.3f} steps, test risk {cal['risk']:.4f}; "
+            f"uncorrected {naive['mean_steps']:.3f} steps, test risk {naive['risk']:.4f}"
+        )
+    return "wrote anytime.json\n" + "\n".join(lines)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -241,7 +262,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.out:
         check_writable_folder(args.out, "--out")
-    print(compare_runs(args.run_dirs, args.out, model=args.model, paired=args.paired), end="")
+    print(compare_runs(args.run_dirs, args.out, model=args.model, paired=args.paired, anytime=args.anytime), end="")
     if args.out:
         print(f"\nwrote {args.out}/compare.md and {args.out}/compare.csv")
     return 0
@@ -398,8 +419,10 @@ def _add_calibrate(verbs: argparse._SubParsersAction) -> None:
         "samples, when they and the test data are exchangeable. Writes exit-rule.json and stores the rule in the "
         "checkpoint; tks eval CHECKPOINT --exit-rule measures it on the test set.",
     )
-    p.add_argument("run", help="run folder (its checkpoint.pt) or a checkpoint file")
-    p.add_argument("--risk", type=float, default=0.01, metavar="EPS", help="bound on the risk (0.01)")
+    p.add_argument(
+        "runs", nargs="+", metavar="RUN", help="run folder (its checkpoint.pt), a checkpoint, or a sweep's folder"
+    )
+    p.add_argument("--risk", type=float, nargs="+", default=[0.01], metavar="EPS", help="bound on the risk (0.01)")
     p.add_argument("--delta", type=float, default=0.05, help="probability that the bound fails (0.05)")
     p.add_argument(
         "--risk-kind",
@@ -411,6 +434,12 @@ def _add_calibrate(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="held-out split to calibrate on (val; never test)")
     p.add_argument("--data-root", default=None, help="dataset folder, if it moved since training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--study",
+        action="store_true",
+        help="for each --risk, the calibrated and the uncorrected rule measured on the test set: anytime.json (tks "
+        "compare --anytime); writes no rule",
+    )
     _add_plugin(p)
     p.set_defaults(func=cmd_calibrate)
 
@@ -450,6 +479,11 @@ def _add_compare(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR", help="also write compare.md and compare.csv into DIR")
     p.add_argument(
         "--paired", default=None, metavar="METHOD", help="paired differences over seeds against METHOD, e.g. TKS"
+    )
+    p.add_argument(
+        "--anytime",
+        action="store_true",
+        help="also the early-exit study of each run's anytime.json (tks calibrate --study), as anytime.md",
     )
     p.add_argument(
         "--model",

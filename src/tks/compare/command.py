@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tks.compare.anytime import anytime_markdown
 from tks.compare.groups import group_runs, table_rows
 from tks.compare.paper import paper_markdown
 from tks.compare.runs import MODELS, RunFolderError, read_runs, selected_model
@@ -18,6 +19,7 @@ def compare_runs(
     model: str = "final",
     *,
     paired: str | None = None,
+    anytime: bool = False,
 ) -> str:
     """What ``tks compare`` runs: the Markdown table of the runs in ``paths``.
 
@@ -34,6 +36,8 @@ def compare_runs(
             the ``selected`` entry; the test-T table then shows the trained T only). The note under the table
             says which.
         paired: a method label (e.g. ``TKS``): add its paired differences to every other method over seeds.
+        anytime: add the early-exit study of each run's ``anytime.json`` (``tks calibrate --study``;
+            ``tks.compare.anytime``), paired against ``paired`` when given; written as ``anytime.md`` too.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
@@ -53,10 +57,14 @@ def compare_runs(
                 f"paired={paired!r}: no such method; the methods are {sorted({g.method for g in groups})}"
             )
         markdown += "\n" + paired_markdown(groups, paired)
+    files = {"compare.md": markdown, "compare.csv": to_csv(rows)}
+    if anytime:
+        files["anytime.md"] = anytime_markdown(groups, paired)
+        markdown += "\n" + files["anytime.md"]
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("compare.md", markdown), ("compare.csv", to_csv(rows))):
+        for name, text in files.items():
             with atomic_file(out / name) as tmp:
                 tmp.write_text(text, encoding="utf-8")
     return markdown

@@ -61,7 +61,7 @@ def to_markdown(rows: Sequence[Row], note: str = TABLE_NOTE) -> str:
         head = ["", "", ""] if g.block == previous else [g.dataset, g.model, str(g.num_steps)]
         previous = g.block
         cells = [_md_bold(format_stat(row.stats[m.key]), m.key in row.best) for m in METRICS]
-        lines.append("| " + " | ".join([*head, _md_escape(g.method), *cells, str(len(g.runs))]) + " |")
+        lines.append("| " + " | ".join([*head, md_escape(g.method), *cells, str(len(g.runs))]) + " |")
     return "\n".join(lines) + f"\n\n{note}\n"
 
 
@@ -69,7 +69,8 @@ def _md_bold(text: str, bold: bool) -> str:
     return f"**{text}**" if bold else text
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
+    """Text for a Markdown table cell: its ``|`` escaped."""
     return text.replace("|", "\\|")
 
 
@@ -129,7 +130,7 @@ def _stat_table(title: str, symbol: str, rows: dict[str, dict[int, Stat]]) -> st
     lines.append("|:---|" + "---:|" * len(columns))
     for method, stats in rows.items():
         cells = [format_stat(stats[c]) if c in stats else "" for c in columns]
-        lines.append(f"| {_md_escape(method)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md_escape(method)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -155,14 +156,14 @@ def paired_markdown(groups: Sequence[Group], reference: str) -> str:
             if not pairs:
                 continue
             cells = [
-                _format_paired(
+                format_paired(
                     paired_difference(
                         [m.scale * a.metrics[m.key] for a, _ in pairs], [m.scale * b.metrics[m.key] for _, b in pairs]
                     )
                 )
                 for m in METRICS
             ]
-            label = _md_escape(f"{reference} − {other.method}")
+            label = md_escape(f"{reference} − {other.method}")
             lines.append(f"| {block[0]} / {block[1]} / T={block[2]} | {label} | {len(pairs)} | {' | '.join(cells)} |")
     if not lines:
         return ""
@@ -176,7 +177,8 @@ def paired_markdown(groups: Sequence[Group], reference: str) -> str:
     return "\n".join([head, rule, *lines]) + f"\n\n{note}\n"
 
 
-def _format_paired(d: PairedStat) -> str:
+def format_paired(d: PairedStat) -> str:
+    """``"+1.23 [+0.40, +2.06]*"``: the mean difference, its interval, and * when the interval excludes 0."""
     if d.low is None:
         return f"{d.mean:+.2f}"
     star = "*" if d.low > 0 or d.high < 0 else ""
