@@ -26,6 +26,7 @@ from tks.config import load_config
 from tks.data.encoding import to_time_major
 from tks.data.loading import load_split, load_training_data
 from tks.experiment import train
+from tks.locks import lock_run_dir
 
 VAL = 400
 
@@ -118,6 +119,9 @@ def test_a_rule_file_and_the_refusals(run: Path, tmp_path: Path, capsys: pytest.
         (["calibrate", str(run), "--risk", "0"], "epsilon (--risk) must be in (0, 1)"),
         (["eval", str(run / "checkpoint.pt"), "--exit-rule", str(tmp_path / "none.json")], "cannot read the exit rule"),
     ]
+    with lock_run_dir(run):  # a training session holds the folder: the checkpoint is not rewritten under it
+        assert main(["calibrate", str(run)]) == 2
+        assert "is in use by" in capsys.readouterr().err
     bare = train(
         load_config(
             None,

@@ -29,6 +29,7 @@ from tks.distributed import Dist
 from tks.errors import TKSWarning
 from tks.exit_options import CalibrationOptions
 from tks.inference import predict
+from tks.locks import lock_run_dir
 from tks.runfiles import FINAL_CHECKPOINT, write_json
 
 
@@ -75,6 +76,11 @@ def calibrate_checkpoint(run: str | Path, options: CalibrationOptions | None = N
         The rule, as written to ``exit-rule.json`` and the checkpoint.
     """
     path, options = checkpoint_path(run), options or CalibrationOptions()
+    with lock_run_dir(path.parent):  # a training session of the folder would overwrite the checkpoint meanwhile
+        return _calibrate_locked(path, options)
+
+
+def _calibrate_locked(path: Path, options: CalibrationOptions) -> ExitRule:
     loaded = load_model(path)
     logits, targets = split_logits(loaded, options)
     rule = calibrate(
