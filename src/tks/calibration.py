@@ -155,7 +155,8 @@ def study_checkpoint(
         options: delta, rule, risk, split, data root and device (its epsilon is not used).
     """
     path, options = checkpoint_path(run), options or CalibrationOptions()
-    loaded = load_model(path)
+    with lock_run_dir(path.parent):  # not a checkpoint that a training session is replacing
+        loaded = load_model(path)
     held, held_targets = split_logits(loaded, options)
     test, test_targets = logits_on_test_set(loaded, options.data_root, options.device)
     bounds = []
