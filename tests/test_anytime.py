@@ -139,30 +139,6 @@ def test_grid_losses_when_a_running_maximum_equals_a_grid_point() -> None:
     assert grid_losses(scores, answers, None, "disagreement", grid).tolist() == [0, 1, 0, 0]
 
 
-@pytest.mark.parametrize(("rule", "risk"), [("confidence", "disagreement"), ("margin", "accuracy_drop")])
-def test_empirical_threshold_is_the_lowest_within_epsilon(rule: str, risk: str) -> None:
-    """Threshold by threshold: the lowest grid point whose calibration risk is <= epsilon, a tie included."""
-    logits, target = _synthetic(200, torch.Generator().manual_seed(8))
-    scores, answers = running_scores(logits, rule)
-    risks = {
-        float(g): exit_losses(answers, exit_steps(scores, float(g)), target, risk).mean().item()
-        for g in threshold_grid()
-    }
-    epsilon = sorted(set(risks.values()))[2]  # a risk some thresholds have exactly
-    kwargs = {} if rule == "confidence" else {"rule": rule, "risk": risk}  # the defaults: confidence, disagreement
-    found = empirical_threshold(logits, target, epsilon=epsilon, **kwargs)
-    assert found == min(t for t, r in risks.items() if r <= epsilon)
-    assert 0.0 < found < 1.0
-
-
-def test_empirical_threshold_none_when_even_1_is_too_risky() -> None:
-    """Samples exactly certain (softmax 1.0 in float64) at step 1 that flip at step 2 exit early at every threshold."""
-    logits = _flipping(30, 270, 800.0)
-    assert running_scores(logits)[0][0, 0].item() == 1.0
-    assert empirical_threshold(logits, None, epsilon=0.05) is None
-    assert empirical_threshold(logits, None, epsilon=0.1) == 0.0  # all 30 losses are 10% of 300
-
-
 def _synthetic(n: int, generator: torch.Generator, steps: int = 4, classes: int = 5) -> tuple:
     """A known distribution of per-step logits: the true class's logit grows with t, the noise is Gaussian."""
     target = torch.randint(0, classes, (n,), generator=generator)
@@ -295,6 +271,30 @@ def test_too_few_samples_never_exit_early() -> None:
     rule = calibrate(logits, target, epsilon=0.01, delta=0.05)
     assert rule.threshold is None and rule.p_value is None
     assert rule.calibration_steps == 4.0 and rule.calibration_risk == 0.0
+
+
+@pytest.mark.parametrize(("rule", "risk"), [("confidence", "disagreement"), ("margin", "accuracy_drop")])
+def test_empirical_threshold_is_the_lowest_within_epsilon(rule: str, risk: str) -> None:
+    """Threshold by threshold: the lowest grid point whose calibration risk is <= epsilon, a tie included."""
+    logits, target = _synthetic(200, torch.Generator().manual_seed(8))
+    scores, answers = running_scores(logits, rule)
+    risks = {
+        float(g): exit_losses(answers, exit_steps(scores, float(g)), target, risk).mean().item()
+        for g in threshold_grid()
+    }
+    epsilon = sorted(set(risks.values()))[2]  # a risk some thresholds have exactly
+    kwargs = {} if rule == "confidence" else {"rule": rule, "risk": risk}  # the defaults: confidence, disagreement
+    found = empirical_threshold(logits, target, epsilon=epsilon, **kwargs)
+    assert found == min(t for t, r in risks.items() if r <= epsilon)
+    assert 0.0 < found < 1.0
+
+
+def test_empirical_threshold_none_when_even_1_is_too_risky() -> None:
+    """Samples exactly certain (softmax 1.0 in float64) at step 1 that flip at step 2 exit early at every threshold."""
+    logits = _flipping(30, 270, 800.0)
+    assert running_scores(logits)[0][0, 0].item() == 1.0
+    assert empirical_threshold(logits, None, epsilon=0.05) is None
+    assert empirical_threshold(logits, None, epsilon=0.1) == 0.0  # all 30 losses are 10% of 300
 
 
 @pytest.mark.parametrize("risk", ["disagreement", "accuracy_drop"])
