@@ -22,3 +22,8 @@ if [ -d results/convergence ]; then
   $TKS compare results/convergence --paired TKS --model selected --out "$DOCS/convergence/selected"
   $TKS plot results/convergence --out "$DOCS/convergence"
 fi
+if [ -d results/anytime-dvs ]; then
+  # Study 6 (issue 29): the early-exit study of each run's anytime.json (written by tks calibrate --study, which
+  # needs the checkpoints; this line reads the committed JSON only).
+  $TKS compare results/anytime-dvs --anytime --paired Baseline --out "$DOCS/anytime-dvs"
+fi
