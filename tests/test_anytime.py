@@ -431,15 +431,18 @@ def test_exit_rule_of_a_graphs_metadata() -> None:
     """The rule ``tks export`` stores as JSON text, read back as str, bytes, numpy bytes or a 0-d array (HDF5)."""
     rule = ExitRule("margin", 0.3, 4, "accuracy_drop", 0.01, 0.05, "val", 5000, 0.004, 2.5, 0.01)
     text = json.dumps(rule.to_dict())
-    arrays = (np.array(text.encode()), np.array(text.encode(), dtype=object))  # fixed and variable length
+    arrays = (np.array(text.encode()), np.array(text.encode(), dtype=object), np.array(text))  # bytes and str
     for stored in (text, text.encode(), np.bytes_(text.encode()), *arrays):
         assert exit_rule_of({"dt": 1.0, "exit_rule": stored}) == rule
     assert exit_rule_of({"dt": 1.0}) is None
-    prefix = "^the graph's exit_rule metadata is not an exit rule: "
-    with pytest.raises(ConfigError, match=prefix + "Expecting value"):
+    with pytest.raises(ConfigError, match="^the graph's exit_rule metadata is not JSON text: Expecting value"):
         exit_rule_of({"exit_rule": "not json"})
-    with pytest.raises(ConfigError, match=prefix + "'int' object is not iterable$"):
+    with pytest.raises(
+        ConfigError, match=r"^the graph's exit_rule metadata is not an exit rule \(a JSON object\), got 3$"
+    ):
         exit_rule_of({"exit_rule": "3"})
+    with pytest.raises(ConfigError, match="^not an exit rule: missing"):  # said once, not twice
+        exit_rule_of({"exit_rule": "{}"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -111,12 +111,17 @@ def exit_rule_of(metadata: Mapping[str, Any]) -> ExitRule | None:
     text = metadata.get("exit_rule")
     if text is None:
         return None
-    if isinstance(text, bytes | np.ndarray | np.bytes_):  # HDF5 gives strings back as bytes
-        text = bytes(np.asarray(text).item() if isinstance(text, np.ndarray) else text).decode()
+    if isinstance(text, np.ndarray):  # HDF5 gives a 0-d array (of bytes, or of str)
+        text = text.item()
+    if isinstance(text, bytes | np.bytes_):
+        text = bytes(text).decode()
     try:
-        return ExitRule.from_dict(json.loads(text))
+        data = json.loads(text)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"the graph's exit_rule metadata is not an exit rule: {exc}") from None
+        raise ConfigError(f"the graph's exit_rule metadata is not JSON text: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the graph's exit_rule metadata is not an exit rule (a JSON object), got {data!r}")
+    return ExitRule.from_dict(data)
 
 
 def running_scores(logits: Tensor, rule: Rule = "confidence") -> tuple[Tensor, Tensor]:
@@ -130,7 +135,7 @@ def running_scores(logits: Tensor, rule: Rule = "confidence") -> tuple[Tensor, T
         ``(scores [T, N], answers [T, N])``: at step t, of m_t = (1/t) sum_{s<=t} O_s.
     """
     steps = logits.shape[0]
-    counts = torch.arange(1, steps + 1, dtype=logits.dtype, device=logits.device).view(-1, 1, 1)
+    counts = torch.arange(1, steps + 1, device=logits.device).view(-1, 1, 1)  # integers: exact at any T and dtype
     probs = (logits.cumsum(0) / counts).softmax(-1)
     return score(probs, rule), probs.argmax(-1)
 
