@@ -83,7 +83,15 @@ def calibrate_checkpoint(run: str | Path, options: CalibrationOptions | None = N
 def _calibrate_locked(path: Path, options: CalibrationOptions) -> ExitRule:
     loaded = load_model(path)
     logits, targets = split_logits(loaded, options)
-    rule = calibrate(
+    rule = calibrate_with(options, logits, targets)
+    write_json(rule_file(path), {"checkpoint": path.name, "epoch": loaded.epoch, **rule.to_dict()})
+    save_checkpoint(path, replace(loaded.record, exit_rule=rule.to_dict()))
+    return rule
+
+
+def calibrate_with(options: CalibrationOptions, logits: Tensor, targets: Tensor) -> ExitRule:
+    """``tks.anytime.calibrate`` with the bound, rule, risk and split name of ``options``."""
+    return calibrate(
         logits,
         targets,
         epsilon=options.epsilon,
@@ -92,9 +100,6 @@ def _calibrate_locked(path: Path, options: CalibrationOptions) -> ExitRule:
         risk=options.risk,
         split=options.split,
     )
-    write_json(rule_file(path), {"checkpoint": path.name, "epoch": loaded.epoch, **rule.to_dict()})
-    save_checkpoint(path, replace(loaded.record, exit_rule=rule.to_dict()))
-    return rule
 
 
 def split_logits(loaded: LoadedModel, options: CalibrationOptions) -> tuple[Tensor, Tensor]:
@@ -162,15 +167,7 @@ def study_checkpoint(
     bounds = []
     for epsilon in epsilons:
         settings = replace(options, epsilon=epsilon)  # checks epsilon
-        rule = calibrate(
-            held,
-            held_targets,
-            epsilon=epsilon,
-            delta=settings.delta,
-            rule=settings.rule,
-            risk=settings.risk,
-            split=settings.split,
-        )
+        rule = calibrate_with(settings, held, held_targets)
         naive = empirical_threshold(held, held_targets, epsilon=epsilon, rule=settings.rule, risk=settings.risk)
         bounds.append(
             {
