@@ -180,12 +180,8 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
 def binomial_cdf_table(n: int, p: float) -> np.ndarray:
     """P(Binomial(n, p) <= k) for k = 0..n, ``[n + 1]``: the log pmf from lgamma, summed relative to its peak."""
     k = np.arange(n + 1)
-    log_pmf = (
-        math.lgamma(n + 1)
-        - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1) for j in k])
-        + k * math.log(p)
-        + (n - k) * math.log1p(-p)
-    )
+    log_factorial = torch.lgamma(torch.arange(1, n + 2, dtype=torch.float64)).numpy()  # log j! for j = 0..n
+    log_pmf = log_factorial[n] - log_factorial - log_factorial[::-1] + k * math.log(p) + (n - k) * math.log1p(-p)
     peak = log_pmf.max()
     return np.minimum(1.0, np.cumsum(np.exp(log_pmf - peak)) * math.exp(peak))
 
