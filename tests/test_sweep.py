@@ -274,7 +274,8 @@ def test_committed_study_results_are_recognised_as_finished():
 @pytest.mark.slow
 def test_ray_executor_runs_the_grid_on_a_local_ray(tmp_path):
     write(tmp_path, dict(GRID, eval=[]))
-    result = tks_sweep("sweep.yaml", "--executor", "ray", cwd=tmp_path)
+    # Four Ray workers on two cores: minutes when the machine is busy (300 s timed out under a load of 4)
+    result = tks_sweep("sweep.yaml", "--executor", "ray", cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "executor ray, 4 at a time, 1 thread(s) each" in result.stdout
     assert [prefix(r) for r in run_folders(tmp_path / "out")] == NAMES
