@@ -27,3 +27,7 @@ if [ -d results/anytime-dvs ]; then
   # needs the checkpoints; this line reads the committed JSON only).
   $TKS compare results/anytime-dvs --anytime --paired Baseline --out "$DOCS/anytime-dvs"
 fi
+if [ -d results/convergence-anytime ]; then
+  # Study 6 on Fashion-MNIST: study 5's runs trained again with their checkpoints (see its README).
+  $TKS compare results/convergence-anytime --anytime --paired Baseline --out "$DOCS/anytime-fmnist"
+fi
