@@ -48,6 +48,15 @@ def test_binomial_cdf_at_scale_matches_scipy() -> None:
     assert binomial_cdf(10, 10, 0.5) == 1.0
 
 
+def test_binomial_cdf_is_one_at_and_above_n() -> None:
+    """P(Binomial(n, p) <= k) = 1 for k >= n exactly, where the summed pmf rounds below 1 (0.9999999999999997 at n = 5,
+    p = 0.02): a p-value of 1 never rejects, whatever delta."""
+    for n, p in [(5, 0.02), (2, 0.01), (3, 0.3)]:
+        assert binomial_cdf_table(n, p)[n] < 1.0  # the case this test is about
+        assert binomial_cdf(n, n, p) == 1.0
+        assert binomial_cdf(n + 1, n, p) == 1.0
+
+
 def test_binomial_cdf_is_never_above_one() -> None:
     """A probability: the sum of the pmf rounds to just above 1 near k = n (e.g. 1 + 3e-13 at n = 333), clipped."""
     for n, p in [(50, 0.05), (333, 0.01), (333, 0.5), (5000, 0.2)]:
