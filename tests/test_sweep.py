@@ -162,6 +162,22 @@ def test_failing_run_is_reported_while_the_others_finish(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_that_crashes_after_finishing_its_folder_is_kept(tmp_path):
+    """A training process that exits non-zero once its run folder is whole (a DDP rank crashing at teardown): the sweep
+    keeps the results, says so, and a rerun does not train it again."""
+    plugin = tmp_path / "exit_late.py"
+    plugin.write_text("import atexit, os, sys\n\nif 'train' in sys.argv:\n    atexit.register(os._exit, 3)\n")
+    write(tmp_path, {"base": BASE | {"run": BASE["run"] | {"plugins": [str(plugin)]}}, "out_dir": "out"})
+    result = tks_sweep("sweep.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "tiny: finished in" in result.stdout, result.stdout
+    assert "; tks train exited with status 3 after its run folder was finished: results kept (log: " in result.stdout
+    assert "1 finished, 0 failed" in result.stdout
+    again = tks_sweep("sweep.yaml", cwd=tmp_path)
+    assert "1 finished already, 0 to do" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
 def test_claimed_run_is_left_to_the_sweep_that_holds_it(tmp_path):
     """A second sweep of the same file skips what the first is working on (here the test holds one claim)."""
     path = write(tmp_path, dict(GRID, grid={"run.seed": [0, 1]}, name="tiny-s{run.seed}", eval=[]))

@@ -267,7 +267,8 @@ def _report(
 ) -> None:
     if result.ok:
         progress.done += 1
-        out(progress.line(f"{run.name}: finished in {seconds:.0f} s ({Path(result.folder).name})"))
+        note = f"; {result.message}" if result.message else ""
+        out(progress.line(f"{run.name}: finished in {seconds:.0f} s ({Path(result.folder).name}){note}"))
     else:
         progress.failed += 1
         failures.append((run.name, result.message))
