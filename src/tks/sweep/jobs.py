@@ -151,7 +151,6 @@ def _execute_job(
     env.setdefault("MLFLOW_EXPERIMENT_NAME", f"tks-sweep-{Path(job.out_dir).name}")  # one sweep, one experiment
     folder = Path(job.folder) if job.folder else None
     rank = "" if ranks is None else f"rank {ranks['RANK']} of {ranks['WORLD_SIZE']}, "
-    since = time.time()  # a run folder finished after this was finished by this job
     note = ""
 
     with open(log, "a", encoding="utf-8") as out:
@@ -165,19 +164,19 @@ def _execute_job(
             return _run_tks(list(argv), out, log, env, pass_fds, on_process, job.procs)
 
         error = _train(job, folder, tks)
-        if error is not None and _finished_since(job, folder, since):
-            # the run's results are whole (a process that crashed while tearing down, as gloo can when the ranks
-            # leave their group together): kept, and said, rather than retrained or reported as lost
+        if job.action == "start":  # run only while no folder of the run is finished: a finished one now is this job's
+            folder = finished_folder(Path(job.out_dir), job.key)
+        if error is not None and folder is not None and inspect(folder).finished:
+            # whole results from a process that failed after writing them (seen once: a DDP rank aborting as it left
+            # its gloo group): kept and said, rather than reported as lost
             how = error.split(": ", 1)[0]  # "tks train exited with status N" or "... was killed by SIG..."
             note = f"{how} after its run folder was finished: results kept (log: {log})"
             out.write(f"== {note}\n")
             error = None
         if ranks is not None and ranks["RANK"] != "0":
             return JobResult(error is None, job.folder, error or note, time.monotonic() - started)
-        if error is None and job.action == "start":
-            folder = finished_folder(Path(job.out_dir), job.key)
-            if folder is None:
-                error = f"tks train ended but no finished run folder of this run is in {job.out_dir}"
+        if error is None and folder is None:
+            error = f"tks train ended but no finished run folder of this run is in {job.out_dir}"
         for args in job.evals:
             if error is not None:
                 break
@@ -185,15 +184,6 @@ def _execute_job(
     if error is not None:
         error = f"{error} (log: {log})"
     return JobResult(error is None, str(folder) if folder else None, error or note, time.monotonic() - started)
-
-
-def _finished_since(job: Job, folder: Path | None, since: float) -> bool:
-    """Whether the run ``job`` trains has a finished folder whose final metrics were written after ``since``."""
-    if job.action == "start":
-        folder = finished_folder(Path(job.out_dir), job.key)
-    if folder is None or not inspect(folder).finished:
-        return False
-    return (folder / "metrics.json").stat().st_mtime >= since
 
 
 def _train(job: Job, folder: Path | None, tks: Callable[..., str | None]) -> str | None:
